@@ -1,0 +1,46 @@
+# Tributary developer entry points. Each target does its own set-up (hack/bootstrap.sh).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-unit test-integration test-e2e control-plane cluster-up cluster-down crds bench clean
+
+setup:
+	@bash hack/bootstrap.sh
+
+demo: setup
+	$(VENV)/bin/tributary demo
+
+# The whole suite: unit, integration (real redis-server and milvus-lite server) and e2e (real
+# kube-apiserver + etcd built from Go modules, cached under .cache/).
+test: setup control-plane
+	$(PY) -m pytest -m "unit or integration or e2e" tests
+
+test-unit: setup
+	$(PY) -m pytest -m unit tests
+
+test-integration: setup
+	$(PY) -m pytest -m integration tests
+
+test-e2e: setup control-plane
+	$(PY) -m pytest -m e2e tests
+
+control-plane:
+	@bash hack/build-control-plane.sh >/dev/null
+
+cluster-up: setup control-plane
+	$(PY) -m tributary_operator.testing.control_plane up
+
+cluster-down:
+	$(PY) -m tributary_operator.testing.control_plane down
+
+crds: setup
+	$(PY) -m tributary_operator.crdgen crds/
+
+bench: setup
+	$(PY) bench/ingest_throughput.py
+
+clean:
+	rm -rf .tributary .local-cluster .pytest_cache

