@@ -1,0 +1,112 @@
+"""Where a batch shard stands, so a restarted worker resumes instead of starting over.
+
+Refs are processed in sorted doc_id order with bounded concurrency, so they finish slightly out
+of order. The checkpoint is a low watermark (every ref at or below it is done) plus the few done
+refs above it, and the report counters for everything they cover. Resuming skips exactly those
+refs; anything done after the last save is redone cheaply, because the version ledger recognises
+this run's own commits (no re-embedding, still counted as succeeded).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass
+class CheckpointState:
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    watermark: str | None = None
+    done_above: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    completed: bool = False
+
+    def covers(self, doc_id: str) -> bool:
+        return (self.watermark is not None and doc_id <= self.watermark) or doc_id in self.done_above
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CheckpointState:
+        return cls(**json.loads(raw))
+
+
+class WatermarkTracker:
+    """Turns out-of-order completions of an ordered list into a watermark."""
+
+    def __init__(self, state: CheckpointState):
+        self.state = state
+        self._pending: list[str] = []  # refs handed out, not yet done, in order
+        self._done: set[str] = set(state.done_above)
+
+    def started(self, doc_id: str) -> None:
+        self._pending.append(doc_id)
+
+    def finished(self, doc_id: str) -> None:
+        self._done.add(doc_id)
+        while self._pending and self._pending[0] in self._done:
+            head = self._pending.pop(0)
+            self._done.discard(head)
+            self.state.watermark = head
+        self.state.done_above = sorted(self._done)
+
+
+class CheckpointStore(Protocol):
+    def load(self, key: str) -> CheckpointState | None: ...
+
+    def save(self, key: str, state: CheckpointState) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteCheckpointStore:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, state TEXT NOT NULL)")
+
+    def load(self, key: str) -> CheckpointState | None:
+        with self._lock:
+            row = self._conn.execute("SELECT state FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return CheckpointState.from_json(row[0]) if row else None
+
+    def save(self, key: str, state: CheckpointState) -> None:
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (key, state.to_json()))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class RedisCheckpointStore:
+    def __init__(self, client, key_prefix: str = "tributary:checkpoint"):
+        self.client = client
+        self.key_prefix = key_prefix
+
+    def load(self, key: str) -> CheckpointState | None:
+        raw = self.client.get(f"{self.key_prefix}:{key}")
+        return CheckpointState.from_json(raw) if raw else None
+
+    def save(self, key: str, state: CheckpointState) -> None:
+        self.client.set(f"{self.key_prefix}:{key}", state.to_json())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_checkpoint_store(url: str) -> CheckpointStore:
+    """``redis://...`` -> RedisCheckpointStore; anything else is a SQLite file path."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        return RedisCheckpointStore(redis.Redis.from_url(url))
+    return SQLiteCheckpointStore(url.removeprefix("sqlite://"))

@@ -1,0 +1,181 @@
+"""`tributary`: the local mode (embedded Milvus Lite, SQLite ledger) and the worker entry points.
+
+Exit status: 0 when every document succeeded, 3 when some documents failed (the others are
+written), 1 on a fatal error, printed as one line without a traceback (TRIBUTARY_DEBUG=1 shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+INDEX_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+class FatalError(Exception):
+    """Stops the command with a one-line message and exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # bad option: one line, exit 1 as the issue's contract says
+        self.exit(EXIT_FATAL, f"{self.prog}: error: {message}\n")
+
+
+def index_name(value: str) -> str:
+    if not INDEX_NAME.match(value):
+        raise argparse.ArgumentTypeError(
+            f"invalid index name {value!r}: use letters, digits and underscores, not starting with a digit"
+        )
+    return value
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tributary", description="Document ingestion for retrieval on Milvus.")
+    parser.add_argument("--milvus", metavar="URI",
+                        help="Milvus URI: a Milvus Lite file, or http://host:19530 for a server "
+                             "(default: an embedded Milvus Lite file in the state directory)")
+    parser.add_argument("--home", metavar="DIR", type=Path,
+                        default=Path(os.environ.get("TRIBUTARY_HOME", ".tributary")),
+                        help="state directory for the embedded database, ledger and checkpoints "
+                             "(env TRIBUTARY_HOME, default ./.tributary)")
+    parser.add_argument("--model", metavar="PATH",
+                        help="a local sentence-transformers model (default: bundled all-MiniLM-L6-v2)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser("ingest", help="batch-ingest a source into an index")
+    ingest.add_argument("source", nargs="+", metavar="SOURCE",
+                        help="a directory, a glob, s3://bucket/prefix, or one or more http(s) URLs")
+    ingest.add_argument("--index", required=True, type=index_name, help="the index (collection) name")
+    ingest.add_argument("--include", action="append", default=[], metavar="GLOB", help="only these doc ids")
+    ingest.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip these doc ids")
+    ingest.add_argument("--max-concurrency", type=positive_int, default=4, help="documents loaded at once")
+    ingest.add_argument("--embed-batch-size", type=positive_int, default=64, help="chunks per model call")
+    ingest.add_argument("--max-tokens", type=positive_int, help="tokens per chunk (default: the model's limit)")
+    ingest.add_argument("--overlap-tokens", type=int, default=32, help="tokens shared by neighbouring chunks")
+    ingest.add_argument("--bulk-load", action="store_true",
+                        help="initial load into a new, empty collection: build the index and load at the end")
+    ingest.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+
+    query = commands.add_parser("query", help="search an index")
+    query.add_argument("text", metavar="TEXT")
+    query.add_argument("--index", required=True, type=index_name)
+    query.add_argument("-k", type=positive_int, default=5, help="number of hits")
+    query.add_argument("--json", action="store_true", help="print hits as a JSON list on stdout")
+
+    commands.add_parser("demo", help="the embedded showcase: ingest, update, delete, query")
+    return parser
+
+
+def milvus_uri(args) -> str:
+    return args.milvus or str(args.home / "milvus.db")
+
+
+def _ingest(args) -> int:
+    from .batch import BatchConfig, BatchWorker
+    from .chunker import ChunkerConfig
+    from .progress import ProgressBar
+
+    args.home.mkdir(parents=True, exist_ok=True)
+    config = BatchConfig(
+        source=args.source if len(args.source) > 1 else args.source[0],
+        collection=args.index,
+        milvus_uri=milvus_uri(args),
+        ledger_url=str(args.home / "ledger.sqlite"),
+        checkpoint_url=str(args.home / "checkpoints.sqlite"),
+        include=args.include,
+        exclude=args.exclude,
+        max_concurrency=args.max_concurrency,
+        embed_batch_size=args.embed_batch_size,
+        model=args.model,
+        chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
+        bulk_load=args.bulk_load,
+    )
+    with ProgressBar(enabled=sys.stderr.isatty() or not args.json) as progress:
+        worker = BatchWorker(config, on_progress=progress.update)
+        try:
+            worker.warm_up()
+            report = worker.run()
+        finally:
+            worker.close()
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print_report(report)
+    return report.exit_code
+
+
+def print_report(report) -> None:
+    print(
+        f"{report.documents_total} documents: {report.documents_succeeded} succeeded, "
+        f"{report.documents_unchanged} unchanged, {report.documents_failed} failed; "
+        f"{report.chunks_written} chunks written in {report.duration_s:.1f}s "
+        f"({report.chunks_per_second:.1f} chunks/s)"
+    )
+    for failure in report.failures:
+        print(f"  failed: {failure['doc_id']}: {failure['reason']}")
+
+
+def open_searcher(args, index: str):
+    from .search import Searcher
+
+    searcher = Searcher(milvus_uri(args), index, model=args.model)
+    searcher.warm_up()
+    return searcher
+
+
+def _query(args) -> int:
+    searcher = open_searcher(args, args.index)
+    try:
+        hits = searcher.run(args.text, args.k)
+    finally:
+        searcher.close()
+    if args.json:
+        print(json.dumps([
+            {"doc_id": h.doc_id, "chunk_index": h.chunk_index, "score": round(h.score, 6), "text": h.text}
+            for h in hits
+        ]))
+    else:
+        for rank, hit in enumerate(hits, 1):
+            snippet = " ".join(hit.text.split())[:100]
+            print(f"{rank}. {hit.score:.3f}  {hit.doc_id}#{hit.chunk_index}  {snippet}")
+    return EXIT_OK
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.home, milvus_uri(args), args.model)
+
+
+COMMANDS = {"ingest": _ingest, "query": _query, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("tributary: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place a fatal error becomes one line
+        if os.environ.get("TRIBUTARY_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"tributary: error: {message}", file=sys.stderr)
+        return EXIT_FATAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
