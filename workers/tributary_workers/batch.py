@@ -23,7 +23,7 @@ from pathlib import Path
 from . import metrics
 from .checkpoint import CheckpointState, WatermarkTracker, open_checkpoint_store
 from .chunker import Chunker, ChunkerConfig
-from .documents import DocumentError, DocumentRef
+from .documents import Document, DocumentError, DocumentRef
 from .embedder import Embedder, EmbedderConfig
 from .indexer import DocResult, DocumentIndexer, PreparedDoc, Status
 from .ledger import open_ledger
@@ -39,6 +39,21 @@ def shard_of(doc_id: str, shard_count: int) -> int:
     """Stable shard of a document: the same on every machine and Python version."""
     digest = hashlib.blake2b(doc_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shard_count
+
+
+def newest_per_doc_id(documents: Sequence[Document], results: list[DocResult]) -> list[Document]:
+    """One file may hold several records of one document: only the newest is indexed."""
+    newest: dict[str, Document] = {}
+    for document in documents:
+        kept = newest.get(document.doc_id)
+        if kept is None or document.version >= kept.version:
+            if kept is not None:
+                results.append(DocResult(kept.doc_id, kept.version, Status.SUPERSEDED, reason="newer record in file"))
+            newest[document.doc_id] = document
+        else:
+            results.append(DocResult(document.doc_id, document.version, Status.SUPERSEDED,
+                                     reason="newer record in file"))
+    return list(newest.values())
 
 
 @dataclass
@@ -157,16 +172,19 @@ class BatchWorker:
                     continue
             return False
 
+        limit = cfg.parser.max_document_bytes
+
         def load(ref: DocumentRef) -> _Loaded:
             try:
-                raw = self.source.read(ref)
-                parsed = self.parser.run(raw)
+                if ref.size is not None and ref.size > limit:  # don't even read it
+                    raise DocumentError(f"document is {ref.size} bytes, over the {limit}-byte limit")
+                parsed = self.parser.run(self.source.read(ref))
             except DocumentError as exc:
                 return _Loaded(ref, [], [DocResult(ref.doc_id, ref.version, Status.FAILED, reason=str(exc))])
             prepared, results = [], [
                 DocResult(doc_id, ref.version, Status.FAILED, reason=reason) for doc_id, reason in parsed.failures
             ]
-            for document in parsed.documents:
+            for document in newest_per_doc_id(parsed.documents, results):
                 outcome = self.indexer.prepare(document)
                 (prepared if isinstance(outcome, PreparedDoc) else results).append(outcome)
             return _Loaded(ref, prepared, results)
