@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from .cli import EXIT_FATAL, index_name, positive_int
+from .cli import EXIT_FATAL, index_name, one_line, positive_int
 
 REPORT_FILE_FAILURES = 10
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("TRIBUTARY_DEBUG"):
             raise
-        print(f"tributary-batch-worker: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"tributary-batch-worker: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FATAL
     data = report.to_dict()
     if args.report_file:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -162,8 +163,20 @@ def _demo(args) -> int:
 COMMANDS = {"ingest": _ingest, "query": _query, "demo": _demo}
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of an error on one line (pymilvus wraps its message in a repr)."""
+    message = getattr(exc, "message", None) if type(exc).__name__ == "MilvusException" else None
+    return " ".join(str(message or exc).split()) or type(exc).__name__
+
+
+def quiet_libraries() -> None:
+    # pymilvus logs every failed RPC with a traceback; the CLI reports errors itself, in one line.
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -172,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the one place a fatal error becomes one line
         if os.environ.get("TRIBUTARY_DEBUG"):
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"tributary: error: {message}", file=sys.stderr)
+        print(f"tributary: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FATAL
 
 

@@ -120,6 +120,8 @@ class MilvusWriter:
             raise MilvusUnavailableError(f"cannot reach Milvus at {cfg.uri}: {exc}") from exc
         if exists:
             self._check_compatible()
+            if not cfg.bulk_load:
+                self._ensure_loaded()
             if cfg.bulk_load and self.row_count() > 0:
                 raise CollectionNotEmptyError(
                     f"bulk-load mode needs an empty collection, but {cfg.collection!r} already holds "
@@ -189,6 +191,15 @@ class MilvusWriter:
             self.client.create_collection(cfg.collection, schema=self._schema(), index_params=self._index_params())
             self._load()
 
+    def _ensure_loaded(self) -> None:
+        # A collection can be released (Milvus Lite releases on restart, an admin may release):
+        # searches and delete-by-filter need it loaded.
+        state = self.client.get_load_state(self.config.collection).get("state")
+        if not str(state).endswith("Loaded"):
+            if not self.client.list_indexes(self.config.collection):
+                self.client.create_index(self.config.collection, self._index_params())
+            self._load()
+
     def _load(self) -> None:
         self.client.load_collection(self.config.collection, replica_number=self.config.replicas)
 
@@ -246,8 +257,8 @@ class MilvusWriter:
     # -- reads -----------------------------------------------------------------------------------
 
     def row_count(self) -> int:
-        result = self.client.query(self.config.collection, filter="", output_fields=["count(*)"])
-        return int(result[0]["count(*)"])
+        """Rows in the collection; works on a collection that is not loaded (bulk load)."""
+        return int(self.client.get_collection_stats(self.config.collection)["row_count"])
 
     def chunks_of(self, doc_id: str) -> list[dict[str, Any]]:
         return self.client.query(
