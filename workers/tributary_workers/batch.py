@@ -151,10 +151,10 @@ class BatchWorker:
         started = time.monotonic()
         tracker = WatermarkTracker(state)
 
-        refs = [
-            ref for ref in self.source.list()
-            if shard_of(ref.doc_id, cfg.shard_count) == cfg.shard_index and not state.covers(ref.doc_id)
-        ]
+        shard = [ref for ref in self.source.list() if shard_of(ref.doc_id, cfg.shard_count) == cfg.shard_index]
+        refs = [ref for ref in shard if not state.covers(ref.doc_id)]
+        state.sources_total = len(shard)
+        state.sources_done = len(shard) - len(refs)
         if self.on_progress:
             self.on_progress(report, len(refs))
 

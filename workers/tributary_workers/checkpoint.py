@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ class CheckpointState:
     done_above: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     completed: bool = False
+    sources_total: int = 0  # source objects in this shard (files, URLs, keys)
+    sources_done: int = 0
 
     def covers(self, doc_id: str) -> bool:
         return (self.watermark is not None and doc_id <= self.watermark) or doc_id in self.done_above
@@ -49,6 +52,7 @@ class WatermarkTracker:
         self._pending.append(doc_id)
 
     def finished(self, doc_id: str) -> None:
+        self.state.sources_done += 1
         self._done.add(doc_id)
         while self._pending and self._pending[0] in self._done:
             head = self._pending.pop(0)
@@ -103,10 +107,73 @@ class RedisCheckpointStore:
         self.client.close()
 
 
+class ConfigMapCheckpointStore:
+    """Checkpoints in a ConfigMap (one key per shard) that the operator owns and reads for progress.
+
+    The Kubernetes API is no database: saves are throttled to one per ``min_interval_s`` (the
+    final, completed state is always written). Work done after the last save is recognised by the
+    version ledger on resume, so throttling costs no re-embedding.
+    """
+
+    def __init__(self, namespace: str, name: str, min_interval_s: float = 2.0):
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self.api = client.CoreV1Api()
+        self.namespace = namespace
+        self.name = name
+        self.min_interval_s = min_interval_s
+        self._last_save = 0.0
+
+    @staticmethod
+    def data_key(key: str) -> str:
+        # ConfigMap keys allow [-._a-zA-Z0-9]; checkpoint keys are job/collection/shard-i-of-n.
+        return key.replace("/", ".")
+
+    def load(self, key: str) -> CheckpointState | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            cm = self.api.read_namespaced_config_map(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        raw = (cm.data or {}).get(self.data_key(key))
+        return CheckpointState.from_json(raw) if raw else None
+
+    def save(self, key: str, state: CheckpointState) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        now = time.monotonic()
+        if not state.completed and now - self._last_save < self.min_interval_s:
+            return
+        body = {"data": {self.data_key(key): state.to_json()}}
+        try:
+            self.api.patch_namespaced_config_map(self.name, self.namespace, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.api.create_namespaced_config_map(
+                self.namespace, {"metadata": {"name": self.name}, **body})
+        self._last_save = now
+
+    def close(self) -> None:
+        self.api.api_client.close()
+
+
 def open_checkpoint_store(url: str) -> CheckpointStore:
-    """``redis://...`` -> RedisCheckpointStore; anything else is a SQLite file path."""
+    """``redis://...`` -> Redis; ``configmap://NAMESPACE/NAME`` -> ConfigMap; else a SQLite path."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         import redis
 
         return RedisCheckpointStore(redis.Redis.from_url(url))
+    if url.startswith("configmap://"):
+        namespace, _, name = url.removeprefix("configmap://").partition("/")
+        if not namespace or not name:
+            raise ValueError(f"checkpoint URL {url!r} is not configmap://NAMESPACE/NAME")
+        return ConfigMapCheckpointStore(namespace, name)
     return SQLiteCheckpointStore(url.removeprefix("sqlite://"))
