@@ -42,5 +42,5 @@ crds: setup
 bench: setup
 	$(PY) bench/ingest_throughput.py
 
-clean:
+clean: cluster-down
 	rm -rf .tributary .local-cluster .pytest_cache

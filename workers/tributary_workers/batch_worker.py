@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-type", default=env("TRIBUTARY_INDEX_TYPE", "AUTOINDEX"))
     p.add_argument("--metrics-port", type=int, default=int(env("TRIBUTARY_METRICS_PORT", "0")),
                    help="serve Prometheus /metrics on this port; 0 disables (env TRIBUTARY_METRICS_PORT)")
+    p.add_argument("--partial-exit-code", type=int, default=int(env("TRIBUTARY_PARTIAL_EXIT_CODE", "3")),
+                   help="exit status when some documents failed (default 3; the operator uses 0, since "
+                        "retrying a finished shard would not help)")
     p.add_argument("--report-file", default=env("TRIBUTARY_REPORT_FILE"),
                    help="also write the JSON report here, e.g. /dev/termination-log")
     return p
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.report_file, "w") as out:
             out.write(json.dumps({**data, "failures": data["failures"][:REPORT_FILE_FAILURES]}))
     print(json.dumps(data), flush=True)
-    return report.exit_code
+    return args.partial_exit_code if report.documents_failed else 0
 
 
 if __name__ == "__main__":

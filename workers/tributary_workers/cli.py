@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="print hits as a JSON list on stdout")
 
     commands.add_parser("demo", help="the embedded showcase: ingest, update, delete, query")
+
+    from tributary_operator.options import add_operator_options  # plain argparse, no kopf
+
+    add_operator_options(commands.add_parser("operator", help="run the Kubernetes operator (kopf)"))
     return parser
 
 
@@ -160,7 +164,6 @@ def _demo(args) -> int:
     return run_demo(args.home, milvus_uri(args), args.model)
 
 
-COMMANDS = {"ingest": _ingest, "query": _query, "demo": _demo}
 
 
 def one_line(exc: BaseException) -> str:
@@ -172,6 +175,16 @@ def one_line(exc: BaseException) -> str:
 def quiet_libraries() -> None:
     # pymilvus logs every failed RPC with a traceback; the CLI reports errors itself, in one line.
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+
+def _operator(args) -> int:
+    # The control plane is imported only here: the data plane never loads kopf.
+    from tributary_operator.main import run
+
+    return run(args)
+
+
+COMMANDS = {"ingest": _ingest, "query": _query, "demo": _demo, "operator": _operator}
 
 
 def main(argv: list[str] | None = None) -> int:

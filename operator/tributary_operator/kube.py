@@ -1,0 +1,123 @@
+"""The few Kubernetes API calls the handlers make, idempotent and returning plain dicts."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .api.v1alpha1 import GROUP, VERSION
+
+_api: client.ApiClient | None = None
+
+
+def load_config() -> None:
+    global _api
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    _api = client.ApiClient()
+
+
+def api() -> client.ApiClient:
+    if _api is None:
+        load_config()
+    return _api
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return api().sanitize_for_serialization(obj)
+
+
+def list_jobs(namespace: str, selector: str) -> list[dict[str, Any]]:
+    jobs = client.BatchV1Api(api()).list_namespaced_job(namespace, label_selector=selector)
+    return [_plain(job) for job in jobs.items]
+
+
+def create_if_absent(manifest: dict[str, Any]) -> bool:
+    """Create an object; False when it already exists (a reconcile may run twice)."""
+    namespace = manifest["metadata"]["namespace"]
+    try:
+        if manifest["kind"] == "Job":
+            client.BatchV1Api(api()).create_namespaced_job(namespace, manifest)
+        elif manifest["kind"] == "ConfigMap":
+            client.CoreV1Api(api()).create_namespaced_config_map(namespace, manifest)
+        else:
+            raise ValueError(f"unsupported kind {manifest['kind']}")
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
+def delete_job(namespace: str, name: str) -> None:
+    # Background propagation: the Job goes now, its pods right after (the GC's work on a cluster).
+    try:
+        client.BatchV1Api(api()).delete_namespaced_job(name, namespace, propagation_policy="Background")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def set_job_suspended(namespace: str, name: str, suspended: bool) -> None:
+    client.BatchV1Api(api()).patch_namespaced_job(name, namespace, {"spec": {"suspend": suspended}})
+
+
+def delete_configmap(namespace: str, name: str) -> None:
+    try:
+        client.CoreV1Api(api()).delete_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def delete_configmaps(namespace: str, selector: str) -> None:
+    client.CoreV1Api(api()).delete_collection_namespaced_config_map(namespace, label_selector=selector)
+
+
+def read_configmap_data(namespace: str, name: str) -> dict[str, str]:
+    try:
+        return client.CoreV1Api(api()).read_namespaced_config_map(name, namespace).data or {}
+    except ApiException as exc:
+        if exc.status == 404:
+            return {}
+        raise
+
+
+def read_secret_key(namespace: str, name: str, key: str) -> str | None:
+    try:
+        secret = client.CoreV1Api(api()).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    value = (secret.data or {}).get(key)
+    return base64.b64decode(value).decode() if value is not None else None
+
+
+def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def redis_checkpoints(url: str, run_name: str) -> dict[str, str]:
+    """Checkpoints a run's shards keep in Redis, keyed like the ConfigMap's data."""
+    import redis
+
+    prefix = "tributary:checkpoint:"
+    with redis.Redis.from_url(url) as conn:
+        keys = list(conn.scan_iter(match=f"{prefix}{run_name}/*"))
+        values = conn.mget(keys) if keys else []
+    return {
+        key.decode().removeprefix(prefix).replace("/", "."): value.decode()
+        for key, value in zip(keys, values)
+        if value is not None
+    }
