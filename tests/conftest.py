@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TESTS = Path(__file__).parent
 TIERS = ("unit", "integration", "e2e")
 
-pytest_plugins = ["harness.servers", "harness.cluster"]
+pytest_plugins = ["harness.servers", "harness.cluster", "harness.operator"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,3 +28,11 @@ def pytest_collection_modifyitems(config, items):
         tier = Path(str(item.fspath)).relative_to(TESTS).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the item (item.rep_call), so fixtures can dump logs on failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 DOCUMENTS = Counter("tributary_documents_total", "Documents processed, by result", ["result"])
@@ -20,6 +22,12 @@ CHECKPOINT_POSITION = Gauge(
 
 
 def serve(port: int) -> None:
-    """Expose /metrics on a background thread; port 0 disables it."""
+    """Expose /metrics on a background thread; port 0 disables it.
+
+    A port that is taken is logged, not fatal: losing metrics must not stop an ingestion run.
+    """
     if port:
-        start_http_server(port)
+        try:
+            start_http_server(port)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("metrics disabled: cannot listen on port %d: %s", port, exc)

@@ -1,0 +1,45 @@
+"""The operator under test: `tributary operator` as a subprocess watching the test's namespace.
+
+A subprocess (not kopf's in-thread runner) runs exactly what users run, and its logs are shown
+when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tributary_workers.localservers import stop
+
+
+@dataclass
+class OperatorProcess:
+    proc: subprocess.Popen
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def operator(kube, namespace, tmp_path, request) -> Iterator[OperatorProcess]:
+    log = tmp_path / "operator.log"
+    env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig), TRIBUTARY_RESYNC_SECONDS="1")
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "tributary"), "operator", "--namespace", namespace,
+             "--metrics-port", "0", "--liveness", "", "--log-format", "plain", "--verbose"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    running = OperatorProcess(proc, log)
+    yield running
+    stop(proc)
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- operator log ({log}) ---\n{running.logs()[-20000:]}")
