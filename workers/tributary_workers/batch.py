@@ -12,6 +12,7 @@ Queues between them are bounded, so memory stays flat however large the source i
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import threading
 import time
@@ -33,6 +34,7 @@ from .sources import open_source
 from .writer import MilvusWriter, WriterConfig
 
 _DONE = object()
+log = logging.getLogger(__name__)
 
 
 def shard_of(doc_id: str, shard_count: int) -> int:
@@ -155,6 +157,9 @@ class BatchWorker:
         refs = [ref for ref in shard if not state.covers(ref.doc_id)]
         state.sources_total = len(shard)
         state.sources_done = len(shard) - len(refs)
+        if state.sources_done:
+            log.info("resuming run %s: %d of %d sources already done (checkpoint %s)",
+                     state.run_id, state.sources_done, state.sources_total, cfg.checkpoint_key)
         if self.on_progress:
             self.on_progress(report, len(refs))
 

@@ -1,0 +1,151 @@
+"""IngestionJob end to end: real kube-apiserver, the operator, the local process node running the
+worker pods, a real milvus-lite server and redis-server."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import pytest
+import yaml
+from pymilvus import MilvusClient
+
+from harness.corpus import make_corpus
+from harness.waiting import wait_for
+from tributary_operator.ingestion import checkpoint_configmap_name
+
+
+def get_ij(kube, namespace, name="docs") -> dict:
+    return json.loads(kube.kubectl("-n", namespace, "get", "ingestionjob", name, "-o", "json").stdout)
+
+
+def jobs(kube, namespace) -> list[dict]:
+    return json.loads(kube.kubectl("-n", namespace, "get", "jobs", "-o", "json").stdout)["items"]
+
+
+def apply(kube, namespace, manifest: dict) -> None:
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def ingestion_job(corpus, milvus_uri, collection, **spec) -> dict:
+    return {
+        "apiVersion": "tributary.dev/v1alpha1",
+        "kind": "IngestionJob",
+        "metadata": {"name": "docs"},
+        "spec": {
+            "source": {"type": "local", "uri": str(corpus)},
+            "target": {"inline": {"milvusUri": milvus_uri, "collection": collection,
+                                  "model": {"name": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384},
+                                  "chunking": {"maxTokens": 64, "overlapTokens": 8}}},
+            "ledger": {"redisSecretRef": {"name": "state-redis"}},
+            "parallelism": 2,
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def redis_secret(kube, namespace, redis_server):
+    kube.kubectl("-n", namespace, "create", "secret", "generic", "state-redis", f"--from-literal=url={redis_server.url}")
+
+
+def milvus_rows(uri, collection) -> list[dict]:
+    client = MilvusClient(uri=uri)
+    try:
+        return client.query(collection, filter="", output_fields=["pk", "doc_id", "version"], limit=16384)
+    finally:
+        client.close()
+
+
+def wait_phase(kube, namespace, phases, timeout=240) -> dict:
+    return wait_for(lambda: (ij := get_ij(kube, namespace)).get("status", {}).get("phase") in phases and ij,
+                    timeout=timeout, interval=0.5, message=f"IngestionJob phase in {phases}")
+
+
+def test_ingestion_job_runs_sharded_and_reports(kube, namespace, operator, local_node, redis_secret, milvus_server,
+                                                collection_name, tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 16, paragraphs=3)
+    apply(kube, namespace, ingestion_job(corpus, milvus_server.uri, collection_name))
+
+    job = wait_for(lambda: jobs(kube, namespace) and jobs(kube, namespace)[0], timeout=30, message="worker Job")
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("IngestionJob", "docs", True)
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRIBUTARY_LEDGER_URL"]["valueFrom"]["secretKeyRef"]["name"] == "state-redis"
+    assert "value" not in env["TRIBUTARY_LEDGER_URL"]  # the Redis URL never sits in the Job
+
+    ij = wait_phase(kube, namespace, {"Succeeded", "PartiallySucceeded", "Failed"})
+    status = ij["status"]
+    rows = milvus_rows(milvus_server.uri, collection_name)
+    assert status["phase"] == "Succeeded", status
+    assert (status["documentsTotal"], status["documentsSucceeded"], status["documentsFailed"]) == (16, 16, 0)
+    assert status["chunksWritten"] == len(rows) == len({r["pk"] for r in rows})
+    assert {r["doc_id"] for r in rows} == {p.name for p in corpus.iterdir()}
+    assert status["progress"] == "16/16"
+    assert sorted(s["phase"] for s in status["shards"]) == ["Succeeded", "Succeeded"]
+    assert sum(s["documentsDone"] for s in status["shards"]) == 16
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Complete"] == "True" and conditions["Progressing"] == "False"
+    events = kube.kubectl("-n", namespace, "get", "events", "--field-selector", "involvedObject.name=docs").stdout
+    assert "RunStarted" in events and "Succeeded" in events
+    printed = kube.kubectl("-n", namespace, "get", "ij").stdout
+    assert "Succeeded" in printed and "16/16" in printed
+
+    # deleting the IngestionJob removes its Job (and so its pods) and the checkpoint ConfigMap
+    kube.kubectl("-n", namespace, "delete", "ingestionjob", "docs", "--wait=true", "--timeout=60s")
+    assert jobs(kube, namespace) == []
+    assert "checkpoints" not in kube.kubectl("-n", namespace, "get", "configmaps").stdout
+
+
+def shard_done(kube, namespace, run, index) -> int:
+    out = kube.kubectl("-n", namespace, "get", "configmap", checkpoint_configmap_name(run), "-o", "json",
+                       check=False)
+    if out.returncode:
+        return 0
+    for key, raw in (json.loads(out.stdout).get("data") or {}).items():
+        if key.endswith(f"shard-{index}-of-2"):
+            return json.loads(raw)["sources_done"]
+    return 0
+
+
+def test_a_killed_shard_resumes_from_its_checkpoint(kube, namespace, operator, local_node, redis_secret,
+                                                    milvus_server, collection_name, tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 60, paragraphs=6)
+    apply(kube, namespace, ingestion_job(corpus, milvus_server.uri, collection_name,
+                                         maxConcurrency=1, embedBatchSize=4, backoffLimitPerIndex=2))
+    run = wait_for(lambda: jobs(kube, namespace) and jobs(kube, namespace)[0]["metadata"]["name"], timeout=30,
+                   message="worker Job")
+    wait_for(lambda: shard_done(kube, namespace, run, 0) >= 4, timeout=180, interval=0.3,
+             message="shard 0 checkpointed some documents")
+    local_node.kill(run, 0, signal.SIGKILL)
+
+    ij = wait_phase(kube, namespace, {"Succeeded", "PartiallySucceeded", "Failed"}, timeout=300)
+    status = ij["status"]
+    rows = milvus_rows(milvus_server.uri, collection_name)
+    assert len(local_node.attempts(run, 0)) == 2, "shard 0 ran again after the kill"
+    assert status["phase"] == "Succeeded", status
+    assert (status["documentsTotal"], status["documentsSucceeded"], status["documentsUnchanged"]) == (60, 60, 0)
+    assert status["chunksWritten"] == len(rows) == len({r["pk"] for r in rows}), "lost or duplicated chunks"
+    assert {r["doc_id"] for r in rows} == {p.name for p in corpus.iterdir()}
+    resumed = re.search(r"resuming run \S+: (\d+) of (\d+) sources already done", local_node.log(run, 0, attempt=-1))
+    assert resumed and int(resumed.group(1)) >= 4, local_node.log(run, 0, attempt=-1)[-3000:]
+
+
+def test_suspend_and_resume(kube, namespace, operator, local_node, redis_secret, milvus_server, collection_name,
+                            tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 6, paragraphs=2)
+    apply(kube, namespace, ingestion_job(corpus, milvus_server.uri, collection_name, suspend=True))
+    ij = wait_phase(kube, namespace, {"Suspended"}, timeout=30)
+    assert ij["status"]["conditions"]
+    job = jobs(kube, namespace)[0]
+    assert job["spec"]["suspend"] is True
+    kube.kubectl("-n", namespace, "patch", "ingestionjob", "docs", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    ij = wait_phase(kube, namespace, {"Succeeded", "PartiallySucceeded", "Failed"}, timeout=240)
+    assert ij["status"]["phase"] == "Succeeded" and ij["status"]["documentsSucceeded"] == 6
+    assert len(jobs(kube, namespace)) == 1, "suspend/resume must not start another run"
