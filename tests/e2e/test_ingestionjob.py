@@ -101,39 +101,42 @@ def test_ingestion_job_runs_sharded_and_reports(kube, namespace, operator, local
     assert "checkpoints" not in kube.kubectl("-n", namespace, "get", "configmaps").stdout
 
 
-def shard_done(kube, namespace, run, index) -> int:
+def shard_checkpoint(kube, namespace, run, index) -> dict:
     out = kube.kubectl("-n", namespace, "get", "configmap", checkpoint_configmap_name(run), "-o", "json",
                        check=False)
     if out.returncode:
-        return 0
+        return {}
     for key, raw in (json.loads(out.stdout).get("data") or {}).items():
         if key.endswith(f"shard-{index}-of-2"):
-            return json.loads(raw)["sources_done"]
-    return 0
+            return json.loads(raw)
+    return {}
 
 
 def test_a_killed_shard_resumes_from_its_checkpoint(kube, namespace, operator, local_node, redis_secret,
                                                     milvus_server, collection_name, tmp_path):
     corpus = tmp_path / "corpus"
-    make_corpus(corpus, 60, paragraphs=6)
+    make_corpus(corpus, 40, paragraphs=24)  # ~20 chunks a document: a shard takes well over 10 s
     apply(kube, namespace, ingestion_job(corpus, milvus_server.uri, collection_name,
                                          maxConcurrency=1, embedBatchSize=4, backoffLimitPerIndex=2))
     run = wait_for(lambda: jobs(kube, namespace) and jobs(kube, namespace)[0]["metadata"]["name"], timeout=30,
                    message="worker Job")
-    wait_for(lambda: shard_done(kube, namespace, run, 0) >= 4, timeout=180, interval=0.3,
-             message="shard 0 checkpointed some documents")
+    at_kill = wait_for(lambda: (c := shard_checkpoint(kube, namespace, run, 0)).get("sources_done", 0) >= 3 and c,
+                       timeout=180, interval=0.2, message="shard 0 checkpointed some documents")
     local_node.kill(run, 0, signal.SIGKILL)
+    assert not at_kill["completed"] and at_kill["sources_done"] < at_kill["sources_total"]
 
     ij = wait_phase(kube, namespace, {"Succeeded", "PartiallySucceeded", "Failed"}, timeout=300)
     status = ij["status"]
     rows = milvus_rows(milvus_server.uri, collection_name)
-    assert len(local_node.attempts(run, 0)) == 2, "shard 0 ran again after the kill"
+    first, second = local_node.attempts(run, 0)
+    assert first.exit_code == 128 + signal.SIGKILL, "the kill must land while shard 0 is running"
+    assert second.exit_code == 0
     assert status["phase"] == "Succeeded", status
-    assert (status["documentsTotal"], status["documentsSucceeded"], status["documentsUnchanged"]) == (60, 60, 0)
+    assert (status["documentsTotal"], status["documentsSucceeded"], status["documentsUnchanged"]) == (40, 40, 0)
     assert status["chunksWritten"] == len(rows) == len({r["pk"] for r in rows}), "lost or duplicated chunks"
     assert {r["doc_id"] for r in rows} == {p.name for p in corpus.iterdir()}
     resumed = re.search(r"resuming run \S+: (\d+) of (\d+) sources already done", local_node.log(run, 0, attempt=-1))
-    assert resumed and int(resumed.group(1)) >= 4, local_node.log(run, 0, attempt=-1)[-3000:]
+    assert resumed and int(resumed.group(1)) >= at_kill["sources_done"], local_node.log(run, 0, attempt=-1)[-3000:]
 
 
 def test_suspend_and_resume(kube, namespace, operator, local_node, redis_secret, milvus_server, collection_name,

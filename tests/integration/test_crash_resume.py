@@ -85,3 +85,10 @@ def test_sigkill_mid_run_then_resume_is_exact(tmp_path, milvus_server, collectio
     assert report["documents_succeeded"] == DOCS and report["documents_failed"] == 0
     assert report["documents_unchanged"] == 0  # its own pre-crash commits count as succeeded
     assert report["chunks_written"] == len(want)
+
+    # A pod of the same (finished) run, e.g. one replaced after it finished, redoes nothing.
+    again = subprocess.run(args, env=worker_env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    repeat = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (repeat["documents_succeeded"], repeat["chunks_written"]) == (DOCS, len(want))
+    assert "already completed" in again.stderr

@@ -1,6 +1,7 @@
 """One contract suite for both ledger stores: SQLite (embedded mode) and Redis (clusters)."""
 
 import threading
+import uuid
 import time
 
 import pytest
@@ -18,7 +19,7 @@ def make_ledger(request, tmp_path, redis_server):
         if request.param == "sqlite":
             ledger = SQLiteLedger(tmp_path / "ledger.sqlite", namespace)
         else:
-            ledger = RedisLedger.from_url(redis_server.url, f"{namespace}-{id(tmp_path)}")
+            ledger = RedisLedger.from_url(redis_server.url, f"{namespace}-{uuid.uuid4().hex}")
         created.append(ledger)
         return ledger
 

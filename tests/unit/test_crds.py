@@ -72,6 +72,7 @@ def example(kind: str) -> dict[str, Any]:
 
 def test_committed_crds_match_the_models():
     assert crdgen.drift(CRDS) == [], "crds/ is stale: run `make crds`"
+    assert crdgen.drift(ROOT / crdgen.CHART_CRDS) == [], "the chart's crds/ is stale: run `make crds`"
     assert sorted(p.name for p in CRDS.glob("*.yaml")) == [
         "embeddingindexes.tributary.dev.yaml",
         "ingestionjobs.tributary.dev.yaml",
@@ -103,6 +104,18 @@ def test_check_passes_on_committed_files_and_reports_drift(tmp_path, capsys):
     assert "-                maximum: 512" in out and "+                maximum: 256" in out
     assert "embeddingindexes.tributary.dev.yaml (generated)" in out
     assert "oldthings.tributary.dev.yaml: no model generates this file" in out
+
+
+def test_the_chart_next_to_the_output_gets_identical_copies(tmp_path, capsys):
+    chart = tmp_path / "charts" / "tributary"
+    chart.mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: tributary\nversion: 0.1.0\n")
+    assert crdgen.main([str(tmp_path / "crds")]) == 0
+    assert {p.name: p.read_text() for p in (chart / "crds").iterdir()} == crdgen.manifests()
+
+    (chart / "crds" / "ingestionjobs.tributary.dev.yaml").unlink()
+    assert crdgen.main(["--check", str(tmp_path / "crds")]) == 1
+    assert f"CRDs in {chart / 'crds'} are out of date" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- CRD shape

@@ -80,6 +80,9 @@ class BatchConfig:
     replicas: int = 1
     bulk_load: bool = False
     device: str | None = None
+    # A finished checkpoint means: the local CLI starts a new run; a Job's pod (same job_id,
+    # e.g. a pod replaced after it finished) returns the finished run's report instead.
+    rerun_completed: bool = True
 
     def __post_init__(self):
         if not 0 <= self.shard_index < self.shard_count:
@@ -126,7 +129,9 @@ class BatchWorker:
         self.checkpoints = open_checkpoint_store(cfg.checkpoint_url)
         self.ledger = open_ledger(cfg.ledger_url, namespace=cfg.collection)
         self._state = self.checkpoints.load(cfg.checkpoint_key)
-        if self._state is None or self._state.completed:
+        if self._state is not None and self._state.completed and not cfg.rerun_completed:
+            log.info("run %s of %s already completed; nothing to do", self._state.run_id, cfg.checkpoint_key)
+        elif self._state is None or self._state.completed:
             self._state = CheckpointState()
             # A resumed bulk load finds its own rows in the collection; only a fresh run checks.
             self.writer.warm_up()
@@ -149,6 +154,8 @@ class BatchWorker:
         cfg = self.config
         state = self._state
         report = Report.from_dict(state.report) if state.report else Report()
+        if state.completed:
+            return report
         resumed_duration = report.duration_s
         started = time.monotonic()
         tracker = WatermarkTracker(state)

@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="version ledger: redis://... or a SQLite path (env TRIBUTARY_LEDGER_URL)")
     p.add_argument("--checkpoint", default=env("TRIBUTARY_CHECKPOINT_URL"),
                    help="checkpoint store: redis://... or a SQLite path (env TRIBUTARY_CHECKPOINT_URL)")
-    p.add_argument("--job-id", default=env("TRIBUTARY_JOB_ID", "local"),
-                   help="names this run's checkpoints (env TRIBUTARY_JOB_ID)")
+    p.add_argument("--job-id", default=env("TRIBUTARY_JOB_ID"),
+                   help="names this run's checkpoints (env TRIBUTARY_JOB_ID); a pod of a finished run "
+                        "returns that run's report. Without it, each invocation after a finished "
+                        "run starts a new one")
     p.add_argument("--shard-index", type=int,
                    default=int(env("TRIBUTARY_SHARD_INDEX", env("JOB_COMPLETION_INDEX", "0"))),
                    help="this shard (env TRIBUTARY_SHARD_INDEX, else JOB_COMPLETION_INDEX)")
@@ -83,12 +85,12 @@ def config_from_args(args):
     return BatchConfig(
         source=args.source if len(args.source) > 1 else args.source[0],
         include=args.include, exclude=args.exclude, collection=args.collection, milvus_uri=args.milvus_uri,
-        ledger_url=args.ledger, checkpoint_url=args.checkpoint, job_id=args.job_id,
+        ledger_url=args.ledger, checkpoint_url=args.checkpoint, job_id=args.job_id or "local",
         shard_index=args.shard_index, shard_count=args.shard_count, max_concurrency=args.max_concurrency,
         embed_batch_size=args.embed_batch_size, model=args.model,
         chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
         bulk_load=args.bulk_load, replicas=args.replicas, metric_type=args.metric_type,
-        index_type=args.index_type,
+        index_type=args.index_type, rerun_completed=args.job_id is None,
     )
 
 

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(env TRIBUTARY_HOME, default ./.tributary)")
     parser.add_argument("--model", metavar="PATH",
                         help="a local sentence-transformers model (default: bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--redis", metavar="URL",
+                        default=os.environ.get("TRIBUTARY_REDIS_URL", "redis://localhost:6379/0"),
+                        help="Redis of the event streams (env TRIBUTARY_REDIS_URL, default redis://localhost:6379/0)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = commands.add_parser("ingest", help="batch-ingest a source into an index")
@@ -76,11 +79,55 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="print hits as a JSON list on stdout")
 
     commands.add_parser("demo", help="the embedded showcase: ingest, update, delete, query")
+    add_streaming_commands(commands)
 
     from tributary_operator.options import add_operator_options  # plain argparse, no kopf
 
     add_operator_options(commands.add_parser("operator", help="run the Kubernetes operator (kopf)"))
     return parser
+
+
+def add_streaming_commands(commands) -> None:
+    stream = commands.add_parser("stream", help="run a streaming worker on an index's event stream (until Ctrl-C)")
+    stream.add_argument("--index", required=True, type=index_name, help="the index (collection) name")
+    stream.add_argument("--ledger", metavar="LEDGER", default="local",
+                        help="version ledger: 'local' (default: the SQLite ledger under --home, the one "
+                             "`tributary ingest` uses), 'redis' (on --redis, shared with cluster workers), "
+                             "or a redis:// URL or SQLite path")
+    stream.add_argument("--consumer", help="consumer name in the group (default: {hostname}-{pid})")
+    stream.add_argument("--max-batch-size", type=positive_int, default=32, help="events per batch")
+    stream.add_argument("--max-wait-ms", type=int, default=5,
+                        help="how long a batch's first event waits for others to join it")
+    stream.add_argument("--claim-idle-ms", type=positive_int, default=30_000,
+                        help="claim other consumers' entries pending this long")
+    stream.add_argument("--max-deliveries", type=positive_int, default=5,
+                        help="deliveries before an event goes to the dead-letter stream")
+    stream.add_argument("--drain-timeout", type=float, default=30.0,
+                        help="seconds to finish the batch in flight after SIGTERM/Ctrl-C")
+    stream.add_argument("--max-tokens", type=positive_int, help="tokens per chunk (default: the model's limit)")
+    stream.add_argument("--overlap-tokens", type=int, default=32, help="tokens shared by neighbouring chunks")
+    stream.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port")
+    stream.add_argument("--json", action="store_true", help="print the final report as one JSON object")
+
+    publish = commands.add_parser("publish", help="publish document events from a JSONL file ('-': stdin)")
+    publish.add_argument("file", metavar="FILE", help="one event a line, as in docs/events.schema.json")
+    publish.add_argument("--index", required=True, type=index_name, help="the index (collection) name")
+    publish.add_argument("--gateway", metavar="URL", help="post through the HTTP gateway instead of Redis")
+    publish.add_argument("--timeout", type=float, default=300.0,
+                         help="seconds to wait for the consumers to catch up before giving up")
+    publish.add_argument("--high-watermark", type=positive_int, default=1000,
+                         help="backlog at which publishing pauses (straight to Redis)")
+    publish.add_argument("--low-watermark", type=int, default=500,
+                         help="backlog at or below which publishing resumes (straight to Redis)")
+
+    gateway = commands.add_parser("gateway", help="run the HTTP ingest gateway of an index")
+    gateway.add_argument("--index", required=True, type=index_name, help="the index (collection) name")
+    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    gateway.add_argument("--port", type=int, default=8080, help="port to listen on")
+    gateway.add_argument("--high-watermark", type=positive_int, default=1000,
+                         help="backlog at which producers get 429")
+    gateway.add_argument("--low-watermark", type=int, default=500, help="backlog at which 429s stop")
+    gateway.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds of a 429")
 
 
 def milvus_uri(args) -> str:
@@ -177,6 +224,86 @@ def quiet_libraries() -> None:
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
+def _stream(args) -> int:
+    from .chunker import ChunkerConfig
+    from .stream import StreamConfig
+    from .stream_worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args.home.mkdir(parents=True, exist_ok=True)
+    ledger = {"local": str(args.home / "ledger.sqlite"), "redis": args.redis}.get(args.ledger, args.ledger)
+    config = StreamConfig(
+        index=args.index, redis_url=args.redis, milvus_uri=milvus_uri(args), ledger_url=ledger,
+        consumer=args.consumer, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        claim_idle_ms=args.claim_idle_ms, max_deliveries=args.max_deliveries, drain_timeout_s=args.drain_timeout,
+        model=args.model, chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
+    )
+    report = run_worker(config, args.metrics_port)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        events = ", ".join(f"{count} {result}" for result, count in report["events"].items()) or "no events"
+        mean = report["latency_mean_s"]
+        print(f"stopped after {report['batches']} batches: {events}"
+              + (f"; mean latency {mean * 1000:.0f} ms" if mean is not None else ""))
+    return EXIT_OK
+
+
+def _publish(args) -> int:
+    from .events import EventError, parse_event_json
+    from .producer import GatewayClient, Producer
+
+    if args.gateway:
+        client = GatewayClient(args.gateway, timeout_s=args.timeout)
+    else:
+        if not 0 <= args.low_watermark < args.high_watermark:
+            raise FatalError("--low-watermark must be at least 0 and below --high-watermark")
+        client = Producer(args.redis, args.index, high_watermark=args.high_watermark,
+                          low_watermark=args.low_watermark, timeout_s=args.timeout)
+    try:
+        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        client.close()
+        raise FatalError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    rejected = published = 0
+    pending = []
+    try:
+        with client:
+            for number, line in enumerate(source, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    pending.append(parse_event_json(line))
+                except EventError as exc:
+                    rejected += 1
+                    print(f"line {number}: {exc}", file=sys.stderr)
+                    continue
+                if len(pending) >= 100:
+                    client.publish_many(pending)
+                    published, pending = published + len(pending), []
+            if pending:
+                client.publish_many(pending)
+                published += len(pending)
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    print(f"published {published} events to index {args.index}"
+          + (f"; {rejected} lines rejected" if rejected else ""))
+    return EXIT_PARTIAL if rejected else EXIT_OK
+
+
+def _gateway(args) -> int:
+    from .gateway import GatewayConfig, run_gateway
+
+    if not 0 <= args.low_watermark < args.high_watermark:
+        raise FatalError("--low-watermark must be at least 0 and below --high-watermark")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_gateway(GatewayConfig(index=args.index, redis_url=args.redis, host=args.host, port=args.port,
+                              high_watermark=args.high_watermark, low_watermark=args.low_watermark,
+                              retry_after_s=args.retry_after))
+    return EXIT_OK
+
+
 def _operator(args) -> int:
     # The control plane is imported only here: the data plane never loads kopf.
     from tributary_operator.main import run
@@ -184,7 +311,8 @@ def _operator(args) -> int:
     return run(args)
 
 
-COMMANDS = {"ingest": _ingest, "query": _query, "demo": _demo, "operator": _operator}
+COMMANDS = {"ingest": _ingest, "query": _query, "demo": _demo, "operator": _operator, "stream": _stream,
+            "publish": _publish, "gateway": _gateway}
 
 
 def main(argv: list[str] | None = None) -> int:
