@@ -133,15 +133,19 @@ def test_racing_writers_of_one_document_end_at_the_newest(tmp_path, milvus_serve
 def test_bulk_load_builds_index_at_the_end_and_refuses_a_non_empty_collection(tmp_path, milvus_server,
                                                                               collection_name):
     corpus = tmp_path / "corpus"
-    make_corpus(corpus, 6)
-    worker, report = run_batch(tmp_path, milvus_server, collection_name, corpus, bulk_load=True)
-    assert report.documents_succeeded == 6
+    make_corpus(corpus, 8)
+    total = 0
+    for shard in (0, 1):  # two shards of one run share the new collection
+        _, report = run_batch(tmp_path, milvus_server, collection_name, corpus, bulk_load=True,
+                              job_id="load-1", shard_index=shard, shard_count=2)
+        total += report.documents_succeeded
+    assert total == 8
     client = MilvusClient(uri=milvus_server.uri)
     assert client.list_indexes(collection_name)
     assert str(client.get_load_state(collection_name)["state"]).endswith("Loaded")
     client.close()
     with pytest.raises(CollectionNotEmptyError, match="bulk-load mode needs an empty collection"):
-        run_batch(tmp_path / "again", milvus_server, collection_name, corpus, bulk_load=True)
+        run_batch(tmp_path / "again", milvus_server, collection_name, corpus, bulk_load=True, job_id="load-2")
 
 
 def test_shards_partition_the_source(tmp_path, milvus_server, collection_name):
@@ -181,3 +185,20 @@ def test_retrieval_sanity_on_the_sample_corpus(tmp_path, milvus_server, collecti
             misses.append((case["query"], case["expected_doc_id"], top5))
     searcher.close()
     assert len(queries) == 24 and not misses
+
+
+def test_a_collection_refuses_another_models_embeddings(milvus_server, collection_name):
+    from tributary_workers.writer import IncompatibleCollectionError, MilvusWriter, WriterConfig
+
+    first = MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=collection_name, model_id="model-a",
+                                      dimension=8))
+    first.warm_up()
+    first.close()
+    other = MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=collection_name, model_id="model-b",
+                                      dimension=8))
+    with pytest.raises(IncompatibleCollectionError, match="holds embeddings of model 'model-a'"):
+        other.warm_up()
+    wrong_dim = MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=collection_name, model_id="model-a",
+                                          dimension=16))
+    with pytest.raises(IncompatibleCollectionError, match="dimension 8"):
+        wrong_dim.warm_up()

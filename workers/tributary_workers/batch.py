@@ -124,7 +124,7 @@ class BatchWorker:
         self.writer = MilvusWriter(WriterConfig(
             uri=cfg.milvus_uri, collection=cfg.collection, model_id=self.embedder.model_id,
             dimension=self.embedder.dimension, metric_type=cfg.metric_type, index_type=cfg.index_type,
-            replicas=cfg.replicas, bulk_load=cfg.bulk_load,
+            replicas=cfg.replicas, bulk_load=cfg.bulk_load, bulk_load_run=f"{cfg.job_id}/{cfg.collection}",
         ))
         self.checkpoints = open_checkpoint_store(cfg.checkpoint_url)
         self.ledger = open_ledger(cfg.ledger_url, namespace=cfg.collection)

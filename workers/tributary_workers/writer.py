@@ -31,6 +31,10 @@ class MilvusUnavailableError(RuntimeError):
     """Milvus cannot be reached or refuses the collection; fatal for a run, one line."""
 
 
+class IncompatibleCollectionError(RuntimeError):
+    """The collection holds another model's embeddings, or vectors of another dimension."""
+
+
 class CollectionNotFoundError(LookupError):
     """A reader asked for a collection that does not exist."""
 
@@ -52,6 +56,9 @@ class WriterConfig:
     index_params: dict[str, Any] = field(default_factory=dict)
     replicas: int = 1
     bulk_load: bool = False  # defer index building and loading to finish_bulk_load()
+    # Names the bulk load, so the shards of one run share the new collection while any other
+    # writer in bulk-load mode is still refused once it holds data.
+    bulk_load_run: str = ""
     create_if_missing: bool = True  # False for readers: a missing collection is an error
     max_rows_per_request: int = MAX_ROWS_PER_REQUEST
     max_bytes_per_request: int = MAX_BYTES_PER_REQUEST
@@ -122,7 +129,8 @@ class MilvusWriter:
             self._check_compatible()
             if not cfg.bulk_load:
                 self._ensure_loaded()
-            if cfg.bulk_load and self.row_count() > 0:
+            sibling_shard = cfg.bulk_load and self._recorded().get("bulk_load_run") == cfg.bulk_load_run
+            if cfg.bulk_load and not sibling_shard and self.row_count() > 0:
                 raise CollectionNotEmptyError(
                     f"bulk-load mode needs an empty collection, but {cfg.collection!r} already holds "
                     f"{self.row_count()} rows; use update mode for an existing collection"
@@ -132,24 +140,30 @@ class MilvusWriter:
         else:
             raise CollectionNotFoundError(f"index {cfg.collection!r} does not exist in Milvus at {cfg.uri}")
 
-    def _description(self) -> str:
-        return json.dumps({"tributary": {"model_id": self.config.model_id, "dimension": self.config.dimension}})
+    def _properties(self) -> dict[str, str]:
+        """What the collection records about itself (collection properties; every Milvus keeps them)."""
+        recorded = {"tributary.model_id": self.config.model_id, "tributary.dimension": str(self.config.dimension)}
+        if self.config.bulk_load:
+            recorded["tributary.bulk_load_run"] = self.config.bulk_load_run
+        return recorded
+
+    def _recorded(self) -> dict[str, str]:
+        properties = self.client.describe_collection(self.config.collection).get("properties") or {}
+        return {key.removeprefix("tributary."): value for key, value in properties.items()
+                if key.startswith("tributary.")}
 
     def _check_compatible(self) -> None:
         info = self.client.describe_collection(self.config.collection)
-        try:
-            recorded = json.loads(info.get("description") or "{}").get("tributary", {})
-        except json.JSONDecodeError:
-            recorded = {}
+        recorded = self._recorded()
         model = recorded.get("model_id")
         if model is not None and model != self.config.model_id:
-            raise MilvusUnavailableError(
+            raise IncompatibleCollectionError(
                 f"collection {self.config.collection!r} holds embeddings of model {model!r}; "
                 f"refusing to write {self.config.model_id!r} into it (re-embed into a new collection)"
             )
         dims = [f.get("params", {}).get("dim") for f in info.get("fields", []) if f.get("name") == "vector"]
         if dims and dims[0] is not None and int(dims[0]) != self.config.dimension:
-            raise MilvusUnavailableError(
+            raise IncompatibleCollectionError(
                 f"collection {self.config.collection!r} has vectors of dimension {dims[0]}, "
                 f"the model produces {self.config.dimension}"
             )
@@ -157,7 +171,8 @@ class MilvusWriter:
     def _schema(self):
         from pymilvus import DataType, MilvusClient
 
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=self._description())
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                            description="Tributary chunks (see docs/architecture.md)")
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64,
                          description="chunk primary key, derived from (doc_id, version, chunk_index)")
         schema.add_field("doc_id", DataType.VARCHAR, max_length=DOC_ID_MAX_LENGTH)
@@ -186,9 +201,15 @@ class MilvusWriter:
         if cfg.bulk_load:
             # No index and no load yet: rows stream in without index maintenance or replicas;
             # finish_bulk_load() builds the index and loads with the configured replica count.
-            self.client.create_collection(cfg.collection, schema=self._schema())
+            # Shards of one run may race to create it; creating an identical one is harmless.
+            try:
+                self.client.create_collection(cfg.collection, schema=self._schema(), properties=self._properties())
+            except Exception:
+                if not self.client.has_collection(cfg.collection):
+                    raise
         else:
-            self.client.create_collection(cfg.collection, schema=self._schema(), index_params=self._index_params())
+            self.client.create_collection(cfg.collection, schema=self._schema(), index_params=self._index_params(),
+                                          properties=self._properties())
             self._load()
 
     def _ensure_loaded(self) -> None:
@@ -204,9 +225,13 @@ class MilvusWriter:
         self.client.load_collection(self.config.collection, replica_number=self.config.replicas)
 
     def finish_bulk_load(self) -> None:
-        indexes = self.client.list_indexes(self.config.collection)
-        if "vector" not in indexes and not any("vector" in str(i) for i in indexes):
-            self.client.create_index(self.config.collection, self._index_params())
+        """Build the index and load with the configured replicas; the first shard done does it."""
+        if not self.client.list_indexes(self.config.collection):
+            try:
+                self.client.create_index(self.config.collection, self._index_params())
+            except Exception:
+                if not self.client.list_indexes(self.config.collection):  # not a sibling's race
+                    raise
         self._load()
 
     # -- writes ----------------------------------------------------------------------------------
