@@ -21,7 +21,7 @@ test: setup control-plane
 test-unit: setup
 	$(PY) -m pytest -m unit tests
 
-test-integration: setup
+test-integration: setup control-plane
 	$(PY) -m pytest -m integration tests
 
 test-e2e: setup control-plane

