@@ -11,9 +11,10 @@ import pytest
 import yaml
 from pymilvus import MilvusClient
 
-from harness.corpus import make_corpus
+from harness.corpus import make_corpus, paragraph
 from harness.waiting import wait_for
 from tributary_operator.ingestion import checkpoint_configmap_name
+from tributary_workers.search import Searcher
 
 
 def get_ij(kube, namespace, name="docs") -> dict:
@@ -86,6 +87,11 @@ def test_ingestion_job_runs_sharded_and_reports(kube, namespace, operator, local
     assert status["chunksWritten"] == len(rows) == len({r["pk"] for r in rows})
     assert {r["doc_id"] for r in rows} == {p.name for p in corpus.iterdir()}
     assert status["progress"] == "16/16"
+    searcher = Searcher(milvus_server.uri, collection_name)
+    searcher.warm_up()
+    hits = searcher.run(paragraph(7, 1), 5)
+    searcher.close()
+    assert "doc-0007.txt" in [hit.doc_id for hit in hits]
     assert sorted(s["phase"] for s in status["shards"]) == ["Succeeded", "Succeeded"]
     assert sum(s["documentsDone"] for s in status["shards"]) == 16
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
