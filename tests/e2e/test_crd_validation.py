@@ -7,7 +7,6 @@ Uses the `kube` and `namespace` fixtures of tests/harness/cluster.py; crds/ is a
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.manifests import with_path
 from tributary_operator.api import IngestionJob, IngestionJobStatus, IngestionPhase
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,20 +92,6 @@ def test_status_written_from_the_model_is_accepted_and_parses_back(kube, namespa
     assert row.split()[1:3] == ["Running", "42/100"]
 
 
-def _with(manifest: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of ``manifest`` with the dotted ``path`` set to ``value`` (deleted when None)."""
-    manifest = copy.deepcopy(manifest)
-    *parents, leaf = path.split(".")
-    node = manifest
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value is None:
-        del node[leaf]
-    else:
-        node[leaf] = value
-    return manifest
-
-
 INLINE_TARGET = {
     "milvusUri": "http://milvus:19530",
     "collection": "handbook",
@@ -176,7 +162,7 @@ INVALID = [
     ids=[f"{name.split('.')[0]}-{path}={value!r}"[:60] for name, path, value, _ in INVALID],
 )
 def test_invalid_spec_is_rejected_with_a_clear_message(kube, namespace, name, path, value, fragments):
-    manifest = _with(example(name), path, value)
+    manifest = with_path(example(name), path, value)
     result = kube.kubectl(
         "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False
     )

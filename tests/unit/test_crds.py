@@ -17,6 +17,7 @@ import pydantic
 import pytest
 import yaml
 
+from harness.manifests import with_path
 from tributary_operator import crdgen
 from tributary_operator.api import (
     API_VERSION,
@@ -315,20 +316,6 @@ def test_a_minimal_spec_gets_the_documented_defaults():
 # ------------------------------------------------------------------- invalid specs are rejected
 
 
-def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """Set (or, with value None, delete) the dotted ``path`` in a copy of ``doc``."""
-    doc = copy.deepcopy(doc)
-    *parents, leaf = path.split(".")
-    node = doc
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value is None:
-        del node[leaf]
-    else:
-        node[leaf] = value
-    return doc
-
-
 INLINE_TARGET = {
     "milvusUri": "http://milvus:19530",
     "collection": "docs",
@@ -363,7 +350,7 @@ INVALID = [
 @pytest.mark.parametrize(("kind", "path", "value", "message"), INVALID)
 def test_invalid_spec_is_rejected_by_the_model(kind, path, value, message):
     with pytest.raises(pydantic.ValidationError, match=message):
-        KINDS[kind].from_body(_set(example(kind), path, value))
+        KINDS[kind].from_body(with_path(example(kind), path, value))
 
 
 @pytest.mark.parametrize(
@@ -381,7 +368,7 @@ def test_invalid_spec_is_rejected_by_the_model(kind, path, value, message):
 )
 def test_invalid_spec_is_rejected_by_the_schema(kind, path, value):
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft4Validator(schema_of(kind)).validate(_set(example(kind), path, value))
+        jsonschema.Draft4Validator(schema_of(kind)).validate(with_path(example(kind), path, value))
 
 
 def test_embedding_index_with_defaults_only():
