@@ -18,7 +18,8 @@ import logging
 import os
 import sys
 
-from .cli import EXIT_FATAL, index_name, one_line, positive_int
+from .cli import EXIT_FATAL, index_name, positive_int
+from .errors import one_line
 
 REPORT_FILE_FAILURES = 10
 

@@ -14,6 +14,8 @@ import re
 import sys
 from pathlib import Path
 
+from .errors import one_line
+
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 INDEX_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
@@ -211,12 +213,6 @@ def _demo(args) -> int:
     return run_demo(args.home, milvus_uri(args), args.model)
 
 
-
-
-def one_line(exc: BaseException) -> str:
-    """The message of an error on one line (pymilvus wraps its message in a repr)."""
-    message = getattr(exc, "message", None) if type(exc).__name__ == "MilvusException" else None
-    return " ".join(str(message or exc).split()) or type(exc).__name__
 
 
 def quiet_libraries() -> None:

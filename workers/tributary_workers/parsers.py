@@ -37,6 +37,7 @@ from inscriptis import Inscriptis
 from pypdf import PdfReader
 
 from tributary_workers.documents import Document, DocumentError, RawDocument
+from tributary_workers.errors import one_line
 
 TEXT = "text/plain"
 MARKDOWN = "text/markdown"
@@ -130,7 +131,7 @@ class Parser:
         except lxml.etree.ParserError:  # markup without any element, e.g. only a comment
             raise DocumentError("empty document") from None
         except (lxml.etree.LxmlError, ValueError) as exc:
-            raise DocumentError(f"unreadable HTML: {_one_line(exc)}") from None
+            raise DocumentError(f"unreadable HTML: {one_line(exc)}") from None
         title = (tree.findtext("head/title") or "").strip()
         return _document(raw, Inscriptis(tree).get_text(), HTML, {"title": title} if title else {})
 
@@ -144,7 +145,7 @@ class Parser:
         except DocumentError:
             raise
         except Exception as exc:  # pypdf raises many types (PdfReadError, ValueError, KeyError...) on corrupt files
-            raise DocumentError(f"unreadable PDF: {_one_line(exc)}") from None
+            raise DocumentError(f"unreadable PDF: {one_line(exc)}") from None
         text = "\n\n".join(page.strip() for page in pages if page.strip())
         if not text:
             raise DocumentError(f"PDF has no extractable text ({len(pages)} pages; scanned pages need OCR)")
@@ -300,8 +301,3 @@ def _is_scalar(value: Any) -> bool:
 def _json_type(value: Any) -> str:
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -33,6 +33,7 @@ import aiohttp
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from tributary_workers.documents import DocumentError, DocumentRef, RawDocument
+from tributary_workers.errors import one_line
 
 
 class SourceError(Exception):
@@ -453,7 +454,7 @@ class S3Source:
         except PermissionError:
             raise SourceError(f"access denied listing s3://{self._root}") from None
         except Exception as exc:  # botocore/aiohttp raise many types for an unreachable endpoint
-            raise SourceError(f"cannot list s3://{self._root}: {_one_line(exc)}") from None
+            raise SourceError(f"cannot list s3://{self._root}: {one_line(exc)}") from None
         refs = []
         for path, info in objects.items():
             doc_id = self._doc_id(path)
@@ -472,7 +473,7 @@ class S3Source:
         except PermissionError:
             raise DocumentError(f"access denied reading {ref.uri}") from None
         except Exception as exc:  # transient errors were already retried inside s3fs
-            raise DocumentError(f"cannot read {ref.uri}: {_one_line(exc)}") from None
+            raise DocumentError(f"cannot read {ref.uri}: {one_line(exc)}") from None
         # The listing's LastModified: if the object changed since, the next run sees a newer one.
         return RawDocument(ref.doc_id, ref.uri, ref.version, data, guess_content_type(path))
 
@@ -480,8 +481,3 @@ class S3Source:
         if path == self._root:  # the prefix names a single object
             return path.rsplit("/", 1)[-1]
         return path.removeprefix(self._root + "/")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

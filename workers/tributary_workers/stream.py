@@ -49,6 +49,7 @@ from tenacity import Retrying, retry_if_exception, wait_exponential
 from .chunker import Chunker, ChunkerConfig
 from .documents import Document, DocumentError, DocumentRef, RawDocument
 from .embedder import Embedder, EmbedderConfig, ModelNotFoundError, resolve_model
+from .errors import one_line
 from .events import Event, EventError, event_from_fields
 from .indexer import DocResult, DocumentIndexer, Status
 from .ledger import open_ledger
@@ -186,11 +187,6 @@ def latency_seconds(event: Event, entry_id: str, now_ns: int) -> float:
     """From produced_at (else the stream entry's own timestamp) to now; never negative."""
     produced = event.produced_at if event.produced_at is not None else id_ms(entry_id) * 1_000_000
     return max(0.0, (now_ns - produced) / 1e9)
-
-
-def one_line(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) if type(exc).__name__ == "MilvusException" else None
-    return " ".join(str(message or exc).split()) or type(exc).__name__
 
 
 # --- documents of events ------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import logging
 import os
 import sys
 
-from .cli import EXIT_FATAL, EXIT_OK, index_name, one_line, positive_int
+from .cli import EXIT_FATAL, EXIT_OK, index_name, positive_int
+from .errors import one_line
 
 
 def _int(name: str, default: int) -> int:
