@@ -9,12 +9,12 @@ import signal
 
 import pytest
 import yaml
-from pymilvus import MilvusClient
 
 from harness.corpus import make_corpus, paragraph
 from harness.waiting import wait_for
 from tributary_operator.ingestion import checkpoint_configmap_name
 from tributary_workers.search import Searcher
+from tributary_workers.writer import open_client
 
 
 def get_ij(kube, namespace, name="docs") -> dict:
@@ -52,7 +52,7 @@ def redis_secret(kube, namespace, redis_server):
 
 
 def milvus_rows(uri, collection) -> list[dict]:
-    client = MilvusClient(uri=uri)
+    client = open_client(uri)
     try:
         return client.query(collection, filter="", output_fields=["pk", "doc_id", "version"], limit=16384)
     finally:

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pymilvus import MilvusClient
 
 from harness.corpus import make_corpus, write_doc
 from tributary_workers import metrics
@@ -19,7 +18,7 @@ from tributary_workers.demo import sample_corpus
 from tributary_workers.documents import Document
 from tributary_workers.indexer import Status
 from tributary_workers.search import Searcher
-from tributary_workers.writer import CollectionNotEmptyError
+from tributary_workers.writer import CollectionNotEmptyError, open_client
 
 
 def run_batch(tmp_path, milvus_server, collection, source, **overrides) -> tuple[BatchWorker, object]:
@@ -39,7 +38,7 @@ def run_batch(tmp_path, milvus_server, collection, source, **overrides) -> tuple
 
 
 def rows_by_doc(worker: BatchWorker) -> dict[str, list[dict]]:
-    client = MilvusClient(uri=worker.config.milvus_uri)
+    client = open_client(worker.config.milvus_uri)
     result: dict[str, list[dict]] = {}
     for row in client.query(worker.config.collection, filter="", output_fields=["doc_id", "chunk_index", "version", "pk"]):
         result.setdefault(row["doc_id"], []).append(row)
@@ -140,7 +139,7 @@ def test_bulk_load_builds_index_at_the_end_and_refuses_a_non_empty_collection(tm
                               job_id="load-1", shard_index=shard, shard_count=2)
         total += report.documents_succeeded
     assert total == 8
-    client = MilvusClient(uri=milvus_server.uri)
+    client = open_client(milvus_server.uri)
     assert client.list_indexes(collection_name)
     assert str(client.get_load_state(collection_name)["state"]).endswith("Loaded")
     client.close()

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from pymilvus import MilvusClient
 
 from harness.corpus import make_corpus
 from harness.waiting import wait_for
@@ -17,6 +16,7 @@ from tributary_workers.chunker import Chunker, ChunkerConfig
 from tributary_workers.embedder import default_model_path
 from tributary_workers.parsers import Parser
 from tributary_workers.sources import open_source
+from tributary_workers.writer import open_client
 
 WORKER = [str(Path(sys.executable).parent / "tributary-batch-worker")]
 DOCS = 60
@@ -74,7 +74,7 @@ def test_sigkill_mid_run_then_resume_is_exact(tmp_path, milvus_server, collectio
     report = json.loads(resumed.stdout.strip().splitlines()[-1])
 
     want = expected_pks(corpus)
-    client = MilvusClient(uri=milvus_server.uri)
+    client = open_client(milvus_server.uri)
     rows = client.query(collection_name, filter="", output_fields=["pk"], limit=16384)
     count = client.query(collection_name, filter="", output_fields=["count(*)"])[0]["count(*)"]
     client.close()

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from pymilvus import MilvusClient
 
 from harness.servers import free_port
 from harness.waiting import wait_for
@@ -26,6 +25,7 @@ from tributary_workers.gateway import GatewayConfig, GatewayServer
 from tributary_workers.producer import BackpressureError, GatewayClient, GatewayError, Producer
 from tributary_workers.stream import StreamConfig, StreamWorker
 from tributary_workers.streams import RedisStream, StreamNames
+from tributary_workers.writer import open_client
 
 TRIBUTARY = str(Path(sys.executable).parent / "tributary")
 CHUNKING = ChunkerConfig(max_tokens=48, overlap_tokens=8)
@@ -223,7 +223,7 @@ def test_a_fast_producer_is_slowed_down_and_every_event_is_written(redis_server,
             for c in chunker.run(Document(f"fast-{i:02d}", 1, event(f"fast-{i:02d}")["content"]))}
 
     def query():  # retried: milvus-lite's server drops idle shared gRPC channels ("too many pings")
-        client = MilvusClient(uri=milvus_server.uri)
+        client = open_client(milvus_server.uri)
         try:
             return ([r["pk"] for r in client.query(collection_name, filter="", output_fields=["pk"], limit=16384)],)
         finally:

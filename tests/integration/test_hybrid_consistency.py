@@ -18,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-from pymilvus import MilvusClient
 
 from harness.waiting import wait_for
 from tributary_workers.batch import BatchConfig, BatchWorker
@@ -27,6 +26,7 @@ from tributary_workers.documents import Document
 from tributary_workers.embedder import default_model_path
 from tributary_workers.producer import Producer
 from tributary_workers.streams import RedisStream, StreamNames
+from tributary_workers.writer import open_client
 
 BIN = Path(sys.executable).parent
 CHUNKING = ChunkerConfig(max_tokens=48, overlap_tokens=8)
@@ -82,7 +82,7 @@ def delete(name: str, version: int, timeline: Timeline) -> dict:
 
 def rows_by_doc(uri: str, collection: str) -> dict[str, set[str]]:
     def attempt():  # retried: milvus-lite's server drops idle shared gRPC channels ("too many pings")
-        client = MilvusClient(uri=uri)
+        client = open_client(uri)
         try:
             return (client.query(collection, filter="", output_fields=["pk", "doc_id"], limit=16384),)
         finally:

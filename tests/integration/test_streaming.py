@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from pymilvus import MilvusClient
 
 from harness.servers import free_port
 from harness.waiting import wait_for
@@ -32,7 +31,7 @@ from tributary_workers.producer import Producer
 from tributary_workers.routing import applied_generations, clear_routing, write_routing
 from tributary_workers.stream import StreamConfig, StreamWorker
 from tributary_workers.streams import RedisStream, StreamNames
-from tributary_workers.writer import MilvusWriter, WriterConfig
+from tributary_workers.writer import MilvusWriter, WriterConfig, open_client
 
 BIN = Path(sys.executable).parent
 WORKER = [str(BIN / "tributary-stream-worker")]
@@ -84,7 +83,7 @@ def query(milvus_uri: str, collection: str, **kwargs) -> list[dict]:
     """A query, retried: milvus-lite's server drops idle shared gRPC channels ("too many pings")."""
 
     def attempt():
-        client = MilvusClient(uri=milvus_uri)
+        client = open_client(milvus_uri)
         try:
             return (client.query(collection, **kwargs),)
         finally:

@@ -25,6 +25,11 @@ MAX_BYTES_PER_REQUEST = 8 * 1024 * 1024
 DOC_ID_MAX_LENGTH = 2048
 TEXT_MAX_LENGTH = 65535
 OUTPUT_FIELDS = ["doc_id", "chunk_index", "version", "text", "metadata"]
+# pymilvus pings idle connections every 10 s; a gRPC server with default settings (milvus-lite
+# server, proxies in between) answers that with GOAWAY "too many pings" and the next call fails.
+# Keepalive pings only while calls are in flight are accepted everywhere; an idle connection that
+# died is noticed, and reconnected, on its next call.
+GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": False, "grpc.keepalive_time_ms": 60_000}
 
 
 class MilvusUnavailableError(RuntimeError):
@@ -85,7 +90,7 @@ def open_client(uri: str, token: str | None = None, db_name: str | None = None, 
     from pymilvus.exceptions import MilvusException
 
     token = token if token is not None else os.environ.get("TRIBUTARY_MILVUS_TOKEN", "")
-    kwargs: dict[str, Any] = {"uri": uri, "token": token, "timeout": timeout_s}
+    kwargs: dict[str, Any] = {"uri": uri, "token": token, "timeout": timeout_s, "grpc_options": GRPC_OPTIONS}
     if db_name:
         kwargs["db_name"] = db_name
     try:
