@@ -6,11 +6,12 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
+import urllib.request
 from pathlib import Path
 
 
 from harness.corpus import make_corpus
+from harness.servers import free_port
 from harness.waiting import wait_for
 from tributary_workers.chunker import Chunker, ChunkerConfig
 from tributary_workers.embedder import default_model_path
@@ -56,10 +57,15 @@ def test_sigkill_mid_run_then_resume_is_exact(tmp_path, milvus_server, collectio
         "--max-concurrency", "1", "--embed-batch-size", "4",
         "--max-tokens", str(CHUNKING.max_tokens), "--overlap-tokens", str(CHUNKING.overlap_tokens),
     ]
-    victim = subprocess.Popen(args, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics_port = free_port()
+    victim = subprocess.Popen(args + ["--metrics-port", str(metrics_port)], env=worker_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: checkpointed_documents(checkpoints) >= 10 or victim.poll() is not None, timeout=120,
                  message="the worker never checkpointed 10 documents")
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'tributary_documents_total{result="succeeded"}' in scraped
+        assert "tributary_embedding_batch_seconds_count" in scraped
         victim.kill()  # SIGKILL: no cleanup, no final checkpoint
         victim.wait(timeout=30)
     finally:

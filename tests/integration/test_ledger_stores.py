@@ -2,7 +2,6 @@
 
 import threading
 import uuid
-import time
 
 import pytest
 
