@@ -78,7 +78,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger) -> Non
         runs = [ingestion.RunView.from_job(job) for job in jobs]
 
     for run in runs:  # suspend and resume follow the spec
-        if not run.finished and run.suspended != ij.spec.suspend and run.name not in decision.stop:
+        if not run.finished and run.suspend_requested != ij.spec.suspend and run.name not in decision.stop:
             kube.set_job_suspended(namespace, run.name, ij.spec.suspend)
             kopf.info(body, reason="Suspended" if ij.spec.suspend else "Resumed", message=f"run {run.name}")
 

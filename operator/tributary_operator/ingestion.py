@@ -322,7 +322,8 @@ class RunView:
     finished: bool = False
     succeeded: bool = False
     failed_reason: str = ""
-    suspended: bool = False
+    suspended: bool = False  # the Job controller says so (status condition)
+    suspend_requested: bool = False  # spec.suspend of the Job, what the operator last asked for
     start_time: str | None = None
     completion_time: str | None = None
     completed_indexes: frozenset[int] = frozenset()
@@ -341,6 +342,7 @@ class RunView:
             succeeded="Complete" in conditions,
             failed_reason=(failed.get("reason") or "Failed") if failed else "",
             suspended="Suspended" in conditions,
+            suspend_requested=bool((job.get("spec") or {}).get("suspend")),
             start_time=status.get("startTime"),
             completion_time=status.get("completionTime"),
             completed_indexes=frozenset(parse_indexes(status.get("completedIndexes"))),

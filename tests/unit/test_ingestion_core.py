@@ -170,8 +170,9 @@ def test_phases(run, failed_docs, phase):
 
 
 def test_job_status_is_read_like_the_job_controller_writes_it():
-    job = {"metadata": {"name": "r", "creationTimestamp": "t"}, "status": {
+    job = {"metadata": {"name": "r", "creationTimestamp": "t"}, "spec": {"suspend": True}, "status": {
         "active": 0, "completedIndexes": "0-1", "startTime": "s", "completionTime": "c",
         "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}}
     view = RunView.from_job(job)
     assert view.finished and view.succeeded and view.completed_indexes == {0, 1}
+    assert view.suspend_requested and not view.suspended
