@@ -134,9 +134,9 @@ def test_a_killed_shard_resumes_from_its_checkpoint(kube, namespace, operator, l
     ij = wait_phase(kube, namespace, {"Succeeded", "PartiallySucceeded", "Failed"}, timeout=300)
     status = ij["status"]
     rows = milvus_rows(milvus_server.uri, collection_name)
-    first, second = local_node.attempts(run, 0)
-    assert first.exit_code == 128 + signal.SIGKILL, "the kill must land while shard 0 is running"
-    assert second.exit_code == 0
+    *_, killed, resumed_attempt = local_node.attempts(run, 0)
+    assert killed.exit_code == 128 + signal.SIGKILL, "the kill must land while shard 0 is running"
+    assert resumed_attempt.exit_code == 0
     assert status["phase"] == "Succeeded", status
     assert (status["documentsTotal"], status["documentsSucceeded"], status["documentsUnchanged"]) == (40, 40, 0)
     assert status["chunksWritten"] == len(rows) == len({r["pk"] for r in rows}), "lost or duplicated chunks"

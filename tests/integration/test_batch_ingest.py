@@ -199,3 +199,33 @@ def test_a_collection_refuses_another_models_embeddings(milvus_server, collectio
                                           dimension=16))
     with pytest.raises(IncompatibleCollectionError, match="dimension 8"):
         wrong_dim.warm_up()
+
+
+@pytest.mark.parametrize("bulk_load", [False, True])
+def test_writers_racing_to_create_one_collection_all_start(milvus_server, collection_name, bulk_load):
+    from tributary_workers.writer import MilvusWriter, WriterConfig
+
+    writers = [MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=collection_name, model_id="m",
+                                         dimension=8, bulk_load=bulk_load, bulk_load_run="run-1"))
+               for _ in range(4)]
+    barrier = threading.Barrier(len(writers))
+    errors = []
+
+    def start(writer):
+        barrier.wait()
+        try:
+            writer.warm_up()
+        except Exception as exc:  # collected: the assertion below shows them all
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(w,)) for w in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    if bulk_load:
+        writers[0].finish_bulk_load()
+    assert str(writers[0].client.get_load_state(collection_name)["state"]).endswith("Loaded")
+    for writer in writers:
+        writer.close()

@@ -203,27 +203,37 @@ class MilvusWriter:
 
     def _create(self) -> None:
         cfg = self.config
-        if cfg.bulk_load:
-            # No index and no load yet: rows stream in without index maintenance or replicas;
-            # finish_bulk_load() builds the index and loads with the configured replica count.
-            # Shards of one run may race to create it; creating an identical one is harmless.
-            try:
-                self.client.create_collection(cfg.collection, schema=self._schema(), properties=self._properties())
-            except Exception:
-                if not self.client.has_collection(cfg.collection):
-                    raise
-        else:
-            self.client.create_collection(cfg.collection, schema=self._schema(), index_params=self._index_params(),
-                                          properties=self._properties())
+        # Bulk load: no index and no load yet, so rows stream in without index maintenance or
+        # replicas; finish_bulk_load() builds the index and loads with the configured replicas.
+        try:
+            self.client.create_collection(cfg.collection, schema=self._schema(), properties=self._properties(),
+                                          index_params=None if cfg.bulk_load else self._index_params())
+        except Exception:
+            # The shards of a run (or several workers) race to create it: the losers use the winner's.
+            if not self.client.has_collection(cfg.collection):
+                raise
+            self._check_compatible()
+            if not cfg.bulk_load:
+                self._ensure_loaded()
+            return
+        if not cfg.bulk_load:
             self._load()
+
+    def _create_index_if_missing(self) -> None:
+        if self.client.list_indexes(self.config.collection):
+            return
+        try:
+            self.client.create_index(self.config.collection, self._index_params())
+        except Exception:
+            if not self.client.list_indexes(self.config.collection):  # not just a sibling's race
+                raise
 
     def _ensure_loaded(self) -> None:
         # A collection can be released (Milvus Lite releases on restart, an admin may release):
         # searches and delete-by-filter need it loaded.
         state = self.client.get_load_state(self.config.collection).get("state")
         if not str(state).endswith("Loaded"):
-            if not self.client.list_indexes(self.config.collection):
-                self.client.create_index(self.config.collection, self._index_params())
+            self._create_index_if_missing()
             self._load()
 
     def _load(self) -> None:
@@ -231,12 +241,7 @@ class MilvusWriter:
 
     def finish_bulk_load(self) -> None:
         """Build the index and load with the configured replicas; the first shard done does it."""
-        if not self.client.list_indexes(self.config.collection):
-            try:
-                self.client.create_index(self.config.collection, self._index_params())
-            except Exception:
-                if not self.client.list_indexes(self.config.collection):  # not a sibling's race
-                    raise
+        self._create_index_if_missing()
         self._load()
 
     # -- writes ----------------------------------------------------------------------------------
