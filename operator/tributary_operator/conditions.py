@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .api.v1alpha1 import plain_data
+
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -76,15 +78,6 @@ def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
         if value is None:
             if current.get(key) is not None:
                 patch[key] = None
-        elif _normalise(current.get(key)) != _normalise(value):
+        elif plain_data(current.get(key)) != plain_data(value):
             patch[key] = value
     return patch
-
-
-def _normalise(value: Any) -> Any:
-    """kopf hands out read-only views; compare plain data."""
-    if isinstance(value, Mapping):
-        return {k: _normalise(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normalise(v) for v in value]
-    return value

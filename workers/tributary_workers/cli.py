@@ -44,6 +44,11 @@ def positive_int(value: str) -> int:
     return number
 
 
+def add_chunking_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--max-tokens", type=positive_int, help="tokens per chunk (default: the model's limit)")
+    command.add_argument("--overlap-tokens", type=int, default=32, help="tokens shared by neighbouring chunks")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tributary", description="Document ingestion for retrieval on Milvus.")
     parser.add_argument("--milvus", metavar="URI",
@@ -68,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip these doc ids")
     ingest.add_argument("--max-concurrency", type=positive_int, default=4, help="documents loaded at once")
     ingest.add_argument("--embed-batch-size", type=positive_int, default=64, help="chunks per model call")
-    ingest.add_argument("--max-tokens", type=positive_int, help="tokens per chunk (default: the model's limit)")
-    ingest.add_argument("--overlap-tokens", type=int, default=32, help="tokens shared by neighbouring chunks")
+    add_chunking_options(ingest)
     ingest.add_argument("--bulk-load", action="store_true",
                         help="initial load into a new, empty collection: build the index and load at the end")
     ingest.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
@@ -106,8 +110,7 @@ def add_streaming_commands(commands) -> None:
                         help="deliveries before an event goes to the dead-letter stream")
     stream.add_argument("--drain-timeout", type=float, default=30.0,
                         help="seconds to finish the batch in flight after SIGTERM/Ctrl-C")
-    stream.add_argument("--max-tokens", type=positive_int, help="tokens per chunk (default: the model's limit)")
-    stream.add_argument("--overlap-tokens", type=int, default=32, help="tokens shared by neighbouring chunks")
+    add_chunking_options(stream)
     stream.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port")
     stream.add_argument("--json", action="store_true", help="print the final report as one JSON object")
 

@@ -317,7 +317,7 @@ class CustomResource(ApiModel):
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
         """Parse a custom resource body, e.g. kopf's ``body``; ``metadata`` stays a plain dict."""
-        return cls.model_validate(_plain(body))
+        return cls.model_validate(plain_data(body))
 
 
 KIND_DESCRIPTION = (
@@ -328,12 +328,12 @@ KIND_DESCRIPTION = (
 )
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
     """Copy read-only mapping views (kopf's Body, Spec, ...) into plain dicts and lists."""
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain_data(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain_data(item) for item in value]
     return value
 
 
