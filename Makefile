@@ -5,10 +5,18 @@ PY    := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-unit test-integration test-e2e control-plane cluster-up cluster-down crds bench clean
+.PHONY: lock setup demo test test-unit test-integration test-e2e control-plane cluster-up cluster-down crds bench clean
 
 setup:
 	@bash hack/bootstrap.sh
+
+# Refresh requirements.lock after changing pyproject's dependencies (uv from PyPI resolves in ~2 min).
+lock: setup
+	$(VENV)/bin/pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 --no-header -o requirements.lock.new
+	{ echo '# The resolved dependency set of tributary and its test extra, for Python 3.11+ on any platform.'; \
+	  echo '# Used as pip constraints by hack/bootstrap.sh, the Dockerfile and CI. Refresh: make lock'; \
+	  cat requirements.lock.new; } > requirements.lock && rm requirements.lock.new
 
 demo: setup
 	$(VENV)/bin/tributary demo
@@ -31,10 +39,10 @@ control-plane:
 	@bash hack/build-control-plane.sh >/dev/null
 
 cluster-up: setup control-plane
-	$(PY) -m tributary_operator.testing.control_plane up
+	PYTHONPATH=tests $(PY) -m testenv.control_plane up
 
 cluster-down:
-	$(PY) -m tributary_operator.testing.control_plane down
+	PYTHONPATH=tests $(PY) -m testenv.control_plane down
 
 crds: setup
 	$(PY) -m tributary_operator.crdgen crds/

@@ -23,12 +23,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tributary_workers.batch import BatchConfig, BatchWorker  # noqa: E402
-from tributary_workers.chunker import Chunker, ChunkerConfig  # noqa: E402
-from tributary_workers.embedder import Embedder, EmbedderConfig  # noqa: E402
+from tributary_workers.batch.worker import BatchConfig, BatchWorker  # noqa: E402
 from tributary_workers.localservers import start_milvus  # noqa: E402
-from tributary_workers.parsers import Parser  # noqa: E402
-from tributary_workers.sources import open_source  # noqa: E402
+from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig  # noqa: E402
+from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig  # noqa: E402
+from tributary_workers.pipeline.parsers import Parser  # noqa: E402
+from tributary_workers.pipeline.sources import open_source  # noqa: E402
 
 WORDS = ("river delta sediment current estuary basin channel flood meander tributary watershed spring "
          "glacier valley canyon rapids lake wetland aquifer drought rainfall erosion bank bridge").split()

@@ -30,8 +30,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tributary_workers.documents import Document  # noqa: E402
 from tributary_workers.localservers import start_milvus, start_redis  # noqa: E402
-from tributary_workers.producer import Producer  # noqa: E402
-from tributary_workers.stream import StreamConfig, StreamWorker  # noqa: E402
+from tributary_workers.streaming.config import StreamConfig
+from tributary_workers.streaming.producer import Producer  # noqa: E402
+from tributary_workers.streaming.worker import StreamWorker  # noqa: E402
 
 WORDS = ("river delta sediment current estuary basin channel flood meander tributary watershed spring "
          "glacier valley canyon rapids lake wetland aquifer drought rainfall erosion bank bridge").split()

@@ -3,8 +3,9 @@
 #   - system packages (redis-server) through apt-get when running as root; otherwise one line
 #     saying what to install;
 #   - the virtualenv .venv with the project installed (editable) and its test extras;
-#   - torch: a CPU wheel found on this machine's disk is installed first, else PyPI's default build.
-# A stamp keyed by pyproject.toml's hash makes a second run a no-op.
+#   - torch: a CPU wheel found on this machine's disk is installed first, else PyPI's default build;
+#   - every package pinned by requirements.lock (pip constraints: no resolver backtracking).
+# A stamp keyed by pyproject.toml, requirements.lock and this script makes a second run a no-op.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -25,7 +26,7 @@ need_system() {
 
 need_venv() {
   local stamp=".venv/.tributary-stamp" want
-  want="$(cat pyproject.toml hack/bootstrap.sh | sha256sum | cut -c1-16)"
+  want="$(cat pyproject.toml requirements.lock hack/bootstrap.sh | sha256sum | cut -c1-16)"
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/tributary ] && return 0
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip setuptools wheel
@@ -33,10 +34,10 @@ need_venv() {
   wheel="$(ls ${TORCH_WHEEL_DIRS:-/opt/wheels /root/wheels "$HOME/wheels"} 2>/dev/null | grep -E '^torch-.*\+cpu.*\.whl$' | sort -V | tail -n1 || true)"
   if [ -n "$wheel" ]; then
     for d in ${TORCH_WHEEL_DIRS:-/opt/wheels /root/wheels "$HOME/wheels"}; do
-      [ -f "$d/$wheel" ] && { echo "bootstrap: torch from $d/$wheel" >&2; .venv/bin/pip install -q "$d/$wheel"; break; }
+      [ -f "$d/$wheel" ] && { echo "bootstrap: torch from $d/$wheel" >&2; .venv/bin/pip install -q --no-deps "$d/$wheel"; break; }
     done
   fi
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -c requirements.lock -e ".[test]"
   echo "$want" > "$stamp"
 }
 

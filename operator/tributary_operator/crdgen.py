@@ -34,7 +34,13 @@ class _NoAliasDumper(yaml.SafeDumper):
     def ignore_aliases(self, data):
         return True
 
-from tributary_operator.api.v1alpha1 import CATEGORY, GROUP, RESOURCES, VERSION, CustomResource
+from tributary_operator.api.v1alpha1 import (
+    CATEGORY,
+    GROUP,
+    RESOURCES,
+    VERSION,
+    CustomResource,
+)
 
 # The chart's CRD folder, relative to the parent of the output folder (the repository root).
 CHART_CRDS = Path("charts") / "tributary" / "crds"
@@ -43,7 +49,7 @@ CHART_CRDS = Path("charts") / "tributary" / "crds"
 # it `helm show crds | kubectl apply -f -` would see one document with duplicate keys.
 HEADER = (
     "---\n"
-    "# Generated from operator/tributary_operator/api/v1alpha1.py by\n"
+    "# Generated from operator/tributary_operator/api/v1alpha1/ by\n"
     "# `python -m tributary_operator.crdgen crds/` (make crds). Do not edit by hand.\n"
 )
 

@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .api.v1alpha1 import GROUP, VERSION
+from tributary_operator.api.v1alpha1 import GROUP, VERSION
 
 _api: client.ApiClient | None = None
 

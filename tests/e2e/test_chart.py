@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from harness.helm import CHART, helm_binary, render
 from harness.waiting import wait_for
 from tributary_workers.localservers import stop

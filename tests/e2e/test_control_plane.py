@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
-
-from tributary_operator.testing.control_plane import CRDS_DIR, Cluster, LocalControlPlane, use_existing_cluster
+from testenv.control_plane import (
+    CRDS_DIR,
+    Cluster,
+    LocalControlPlane,
+    use_existing_cluster,
+)
 
 # hack/build-control-plane.sh's default, overridable through the same variable.
 K8S_VERSION = os.environ.get("K8S_VERSION", "1.37.2")
@@ -73,7 +77,7 @@ def test_crds_from_the_repository_are_established(kube):
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tributary_operator.testing.control_plane", *args]
+    command = [sys.executable, "-m", "testenv.control_plane", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from harness.manifests import with_path
 from tributary_operator.api import IngestionJob, IngestionJobStatus, IngestionPhase
 

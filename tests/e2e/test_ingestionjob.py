@@ -9,12 +9,11 @@ import signal
 
 import pytest
 import yaml
-
 from harness.corpus import make_corpus, paragraph
 from harness.waiting import wait_for
-from tributary_operator.ingestion import checkpoint_configmap_name
-from tributary_workers.search import Searcher
-from tributary_workers.writer import open_client
+from tributary_operator.core.ingestion import checkpoint_configmap_name
+from tributary_workers.pipeline.search import Searcher
+from tributary_workers.pipeline.writer import open_client
 
 
 def get_ij(kube, namespace, name="docs") -> dict:

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-
 from harness.waiting import wait_for
-from tributary_operator.testing.local_node import (
-    COMPLETION_INDEX_KEY, LocalProcessNode, format_indexes, parse_indexes,
+from kubernetes import client
+from testenv.local_node import (
+    COMPLETION_INDEX_KEY,
+    LocalProcessNode,
+    format_indexes,
+    parse_indexes,
 )
 
 # Records what an index saw: its environment, argv, working directory and when it ran.

@@ -1,7 +1,7 @@
 """A real Kubernetes API server for e2e tests: kube-apiserver + etcd, once per test session.
 
 Fixtures:
-    kube       (session)  a tributary_operator.testing.control_plane.Cluster with crds/ applied and
+    kube       (session)  a testenv.control_plane.Cluster with crds/ applied and
                           Established: .kubeconfig, .kubectl(*args, input=, check=, timeout=),
                           .api_client(), .apply_crds()
     namespace  (function) a fresh namespace name; deleted at teardown without waiting
@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tributary_operator.testing.control_plane import (
+from testenv.control_plane import (
     Cluster,
     ControlPlaneError,
     LocalControlPlane,

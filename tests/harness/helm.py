@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tributary_operator.testing.control_plane import ControlPlaneError, resolve_assets
+from testenv.control_plane import ControlPlaneError, resolve_assets
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tributary"

@@ -1,7 +1,7 @@
 """The local process node: runs the pods of the Jobs and Deployments in a test's namespace.
 
 Fixture:
-    local_node  (function)  a started tributary_operator.testing.local_node.LocalProcessNode
+    local_node  (function)  a started testenv.local_node.LocalProcessNode
                             watching the `namespace` fixture's namespace
 
 The local control plane has no kubelet and no controllers, so without this nothing ever runs.
@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tributary_operator.testing.control_plane import Cluster, use_existing_cluster
-from tributary_operator.testing.local_node import LocalProcessNode
+from testenv.control_plane import Cluster, use_existing_cluster
+from testenv.local_node import LocalProcessNode
 
 
 @pytest.fixture

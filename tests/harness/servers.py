@@ -10,9 +10,14 @@ import os
 import uuid
 
 import pytest
-
 from tributary_workers.localservers import (  # re-exported for tests
-    MilvusServer, MissingComponentError, RedisServer, free_port, start_milvus, start_redis, stop,
+    MilvusServer,
+    MissingComponentError,
+    RedisServer,
+    free_port,
+    start_milvus,
+    start_redis,
+    stop,
     wait_until_listening,
 )
 

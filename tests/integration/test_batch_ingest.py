@@ -7,16 +7,15 @@ import threading
 import time
 
 import pytest
-
 from harness.corpus import make_corpus, write_doc
 from tributary_workers import metrics
-from tributary_workers.batch import BatchConfig, BatchWorker, shard_of
-from tributary_workers.chunker import ChunkerConfig
-from tributary_workers.demo import sample_corpus
+from tributary_workers.batch.worker import BatchConfig, BatchWorker, shard_of
+from tributary_workers.cli.demo import sample_corpus
 from tributary_workers.documents import Document
-from tributary_workers.indexer import Status
-from tributary_workers.search import Searcher
-from tributary_workers.writer import CollectionNotEmptyError, open_client
+from tributary_workers.pipeline.chunker import ChunkerConfig
+from tributary_workers.pipeline.indexer import Status
+from tributary_workers.pipeline.search import Searcher
+from tributary_workers.pipeline.writer import CollectionNotEmptyError, open_client
 
 
 def run_batch(tmp_path, milvus_server, collection, source, **overrides) -> tuple[BatchWorker, object]:
@@ -185,7 +184,11 @@ def test_retrieval_sanity_on_the_sample_corpus(tmp_path, milvus_server, collecti
 
 
 def test_a_collection_refuses_another_models_embeddings(milvus_server, collection_name):
-    from tributary_workers.writer import IncompatibleCollectionError, MilvusWriter, WriterConfig
+    from tributary_workers.pipeline.writer import (
+        IncompatibleCollectionError,
+        MilvusWriter,
+        WriterConfig,
+    )
 
     first = MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=collection_name, model_id="model-a",
                                       dimension=8))
@@ -203,7 +206,7 @@ def test_a_collection_refuses_another_models_embeddings(milvus_server, collectio
 
 @pytest.mark.parametrize("bulk_load", [False, True])
 def test_writers_racing_to_create_one_collection_all_start(milvus_server, collection_name, bulk_load):
-    from tributary_workers.writer import MilvusWriter, WriterConfig
+    from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig
 
     writers = [MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=collection_name, model_id="m",
                                          dimension=8, bulk_load=bulk_load, bulk_load_run="run-1"))

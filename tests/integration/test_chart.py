@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from harness.helm import CHART, find, helm_binary, one, render, run_helm
-from tributary_operator import ingestion
+from tributary_operator.core import ingestion
 from tributary_operator.options import add_operator_options
 
 ROOT = Path(__file__).resolve().parents[2]

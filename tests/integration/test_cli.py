@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from harness.servers import free_port
 
 TRIBUTARY = str(Path(sys.executable).parent / "tributary")

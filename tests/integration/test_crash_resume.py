@@ -9,15 +9,14 @@ import sys
 import urllib.request
 from pathlib import Path
 
-
 from harness.corpus import make_corpus
 from harness.servers import free_port
 from harness.waiting import wait_for
-from tributary_workers.chunker import Chunker, ChunkerConfig
-from tributary_workers.embedder import default_model_path
-from tributary_workers.parsers import Parser
-from tributary_workers.sources import open_source
-from tributary_workers.writer import open_client
+from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
+from tributary_workers.pipeline.embedder import default_model_path
+from tributary_workers.pipeline.parsers import Parser
+from tributary_workers.pipeline.sources import open_source
+from tributary_workers.pipeline.writer import open_client
 
 WORKER = [str(Path(sys.executable).parent / "tributary-batch-worker")]
 DOCS = 60

@@ -14,18 +14,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from harness.servers import free_port
 from harness.waiting import wait_for
-from tributary_workers.chunker import Chunker, ChunkerConfig
 from tributary_workers.documents import Document
-from tributary_workers.embedder import default_model_path
-from tributary_workers.events import parse_event_json
-from tributary_workers.gateway import GatewayConfig, GatewayServer
-from tributary_workers.producer import BackpressureError, GatewayClient, GatewayError, Producer
-from tributary_workers.stream import StreamConfig, StreamWorker
-from tributary_workers.streams import RedisStream, StreamNames
-from tributary_workers.writer import open_client
+from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
+from tributary_workers.pipeline.embedder import default_model_path
+from tributary_workers.pipeline.writer import open_client
+from tributary_workers.streaming.config import StreamConfig
+from tributary_workers.streaming.events import parse_event_json
+from tributary_workers.streaming.gateway import GatewayConfig, GatewayServer
+from tributary_workers.streaming.producer import (
+    BackpressureError,
+    GatewayClient,
+    GatewayError,
+    Producer,
+)
+from tributary_workers.streaming.queue import RedisStream, StreamNames
+from tributary_workers.streaming.worker import StreamWorker
 
 TRIBUTARY = str(Path(sys.executable).parent / "tributary")
 CHUNKING = ChunkerConfig(max_tokens=48, overlap_tokens=8)

@@ -18,15 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-
 from harness.waiting import wait_for
-from tributary_workers.batch import BatchConfig, BatchWorker
-from tributary_workers.chunker import Chunker, ChunkerConfig
+from tributary_workers.batch.worker import BatchConfig, BatchWorker
 from tributary_workers.documents import Document
-from tributary_workers.embedder import default_model_path
-from tributary_workers.producer import Producer
-from tributary_workers.streams import RedisStream, StreamNames
-from tributary_workers.writer import open_client
+from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
+from tributary_workers.pipeline.embedder import default_model_path
+from tributary_workers.pipeline.writer import open_client
+from tributary_workers.streaming.producer import Producer
+from tributary_workers.streaming.queue import RedisStream, StreamNames
 
 BIN = Path(sys.executable).parent
 CHUNKING = ChunkerConfig(max_tokens=48, overlap_tokens=8)

@@ -4,7 +4,6 @@ import threading
 import uuid
 
 import pytest
-
 from tributary_workers.ledger import Outcome, RedisLedger, SQLiteLedger
 
 NS_VERSION = 1_732_400_000_123_456_789  # a nanosecond timestamp: beyond a double's exact range

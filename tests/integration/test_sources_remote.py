@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 from harness.servers import free_port, stop, wait_until_listening
-
 from tributary_workers.documents import DocumentError, DocumentRef
-from tributary_workers.parsers import Parser
-from tributary_workers.sources import HttpSource, SourceError, datetime_to_ns, open_source
+from tributary_workers.pipeline.parsers import Parser
+from tributary_workers.pipeline.sources import (
+    HttpSource,
+    SourceError,
+    datetime_to_ns,
+    open_source,
+)
 
 MODIFIED_AT = datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
 MODIFIED_NS = datetime_to_ns(MODIFIED_AT)

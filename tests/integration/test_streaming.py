@@ -19,19 +19,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from harness.servers import free_port
 from harness.waiting import wait_for
-from tributary_workers.chunker import Chunker, ChunkerConfig
+from tributary_workers.contract.routing import (
+    applied_generations,
+    clear_routing,
+    write_routing,
+)
 from tributary_workers.documents import Document
-from tributary_workers.embedder import DEFAULT_MODEL_ID, default_model_path
-from tributary_workers.events import parse_event, parse_event_json
 from tributary_workers.ledger import RedisLedger
-from tributary_workers.producer import Producer
-from tributary_workers.routing import applied_generations, clear_routing, write_routing
-from tributary_workers.stream import StreamConfig, StreamWorker
-from tributary_workers.streams import RedisStream, StreamNames
-from tributary_workers.writer import MilvusWriter, WriterConfig, open_client
+from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
+from tributary_workers.pipeline.embedder import DEFAULT_MODEL_ID, default_model_path
+from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig, open_client
+from tributary_workers.streaming.config import StreamConfig
+from tributary_workers.streaming.events import parse_event, parse_event_json
+from tributary_workers.streaming.producer import Producer
+from tributary_workers.streaming.queue import RedisStream, StreamNames
+from tributary_workers.streaming.worker import StreamWorker
 
 BIN = Path(sys.executable).parent
 WORKER = [str(BIN / "tributary-stream-worker")]
@@ -336,7 +340,7 @@ def test_a_transient_failure_is_retried_and_redelivered_until_it_succeeds(
         redis_server, milvus_server, collection_name, chunker, monkeypatch):
     """Milvus unavailable for a while (simulated for one document): the batch is retried with
     backoff, left pending when the retries run out, redelivered, and written once it recovers."""
-    from tributary_workers import stream as stream_module
+    from tributary_workers.streaming import worker as stream_module
 
     calls = []
     real_apply = stream_module.WriteTarget.apply
@@ -490,7 +494,7 @@ def test_worker_entry_point_needs_its_settings(worker_env):
 
 
 def test_events_module_prints_the_schema():
-    result = subprocess.run([sys.executable, "-m", "tributary_workers.events"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "tributary_workers.streaming.events"], capture_output=True, text=True,
                             timeout=60, env={**os.environ})
     assert result.returncode == 0 and json.loads(result.stdout)["title"] == "Tributary document event"
     assert parse_event(upsert("x", 1)).doc_id == "x"

@@ -10,8 +10,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
-from tributary_operator import crdgen, ingestion
+from tributary_operator import crdgen
+from tributary_operator.core import ingestion
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tributary"

@@ -1,10 +1,13 @@
 """Chunking with the real tokenizer of the bundled model (loaded from disk, no model weights)."""
 
 import pytest
-
-from tributary_workers.chunker import Chunker, ChunkerConfig, ChunkingConfigError
 from tributary_workers.documents import Document, DocumentError
-from tributary_workers.embedder import default_model_path
+from tributary_workers.pipeline.chunker import (
+    Chunker,
+    ChunkerConfig,
+    ChunkingConfigError,
+)
+from tributary_workers.pipeline.embedder import default_model_path
 
 MAX_SEQ = 256
 

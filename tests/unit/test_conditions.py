@@ -1,4 +1,8 @@
-from tributary_operator.conditions import ConditionSpec, merge_conditions, status_patch
+from tributary_operator.core.conditions import (
+    ConditionSpec,
+    merge_conditions,
+    status_patch,
+)
 
 
 def test_transition_time_changes_only_when_status_flips():

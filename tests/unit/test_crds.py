@@ -16,7 +16,6 @@ import kopf
 import pydantic
 import pytest
 import yaml
-
 from harness.manifests import with_path
 from tributary_operator import crdgen
 from tributary_operator.api import (

@@ -99,18 +99,19 @@ def test_the_build_stage_installs_the_project_with_cpu_torch():
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     runs = [i.args for i in build if i.keyword == "RUN"]
     torch = next(n for n, run in enumerate(runs) if "--index-url" in run)
-    project = next(n for n, run in enumerate(runs) if re.search(r"pip install \.(\s|$)", run))
+    project = next(n for n, run in enumerate(runs) if re.search(r"pip install -c requirements\.lock \.(\s|$)", run))
     assert '"${TORCH_INDEX_URL}"' in runs[torch] and torch < project, "torch from the chosen index, first"
     assert "-e " not in runs[project], "a regular install: the image holds no source tree"
     copied = {i.args.split()[0] for i in build if i.keyword == "COPY"} | {
         part for i in build if i.keyword == "COPY" for part in i.args.split()[:-1]
     }
-    assert {"pyproject.toml", "README.md", "workers/", "operator/"} <= copied
+    assert {"pyproject.toml", "README.md", "requirements.lock", "workers/", "operator/"} <= copied, \
+        "the image installs the locked set CI tests"
 
 
 def test_the_commands_pods_run_are_console_scripts():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert {"tributary", "tributary-batch-worker"} <= set(scripts)
+    assert {"tributary", "tributary-batch-worker", "tributary-stream-worker", "tributary-operator"} <= set(scripts)
     final = stages()[-1]
     assert env_of(final)["PATH"].startswith("/opt/tributary/bin:"), "the venv's scripts are on PATH"
     assert any(i.keyword == "COPY" and i.args == "--from=build /opt/tributary /opt/tributary" for i in final)

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
-from tributary_workers.events import (
-    CONTENT_MAX_BYTES, DOC_ID_MAX_BYTES, STREAM_FIELD, Event, EventError, event_from_fields, json_schema,
-    parse_event, parse_event_json, schema_text,
+from tributary_workers.streaming.events import (
+    CONTENT_MAX_BYTES,
+    DOC_ID_MAX_BYTES,
+    STREAM_FIELD,
+    Event,
+    EventError,
+    event_from_fields,
+    json_schema,
+    parse_event,
+    parse_event_json,
+    schema_text,
 )
 
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "events.schema.json"
@@ -93,7 +100,7 @@ def test_stamping_fills_produced_at_only_when_absent():
 
 
 def test_schema_file_is_generated_from_the_model():
-    """Fails on drift: regenerate with `python -m tributary_workers.events > docs/events.schema.json`."""
+    """Fails on drift: regenerate with `python -m tributary_workers.streaming.events > docs/events.schema.json`."""
     assert SCHEMA_FILE.read_text() == schema_text()
 
 

@@ -4,11 +4,21 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from tributary_operator.api.v1alpha1 import IngestionJob
-from tributary_operator.ingestion import (
-    OperatorDefaults, RunView, ShardProgress, build_job, compute_status, decide_run, inline_target,
-    latest_tick, one_off_run_name, parse_indexes, run_key, runs_to_delete, shard_progress,
+from tributary_operator.core.ingestion import (
+    OperatorDefaults,
+    RunView,
+    ShardProgress,
+    build_job,
+    compute_status,
+    decide_run,
+    inline_target,
+    latest_tick,
+    one_off_run_name,
+    parse_indexes,
+    run_key,
+    runs_to_delete,
+    shard_progress,
 )
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

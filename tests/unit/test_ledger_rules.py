@@ -3,9 +3,12 @@
 import itertools
 
 import pytest
-
 from tributary_workers.ledger import (
-    LedgerRecord, Outcome, commit_rule, decide_rule, tombstone_rule,
+    LedgerRecord,
+    Outcome,
+    commit_rule,
+    decide_rule,
+    tombstone_rule,
 )
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfWriter
-
 from tributary_workers.documents import DocumentError, RawDocument
-from tributary_workers.parsers import ParseResult, Parser, ParserOptions
+from tributary_workers.pipeline.parsers import Parser, ParseResult, ParserOptions
 
 
 def raw(name: str, data: bytes, *, content_type: str | None = None, version: int = 1000) -> RawDocument:

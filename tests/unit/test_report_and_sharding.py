@@ -1,9 +1,10 @@
 from collections import Counter
 
-from tributary_workers.batch import shard_of
-from tributary_workers.checkpoint import CheckpointState, WatermarkTracker
-from tributary_workers.indexer import DocResult, Status
-from tributary_workers.report import MAX_FAILURES_KEPT, Report
+from tributary_workers.batch.checkpoint import WatermarkTracker
+from tributary_workers.batch.report import MAX_FAILURES_KEPT, Report
+from tributary_workers.batch.worker import shard_of
+from tributary_workers.contract.checkpoints import CheckpointState
+from tributary_workers.pipeline.indexer import DocResult, Status
 
 
 def test_shards_are_stable_complete_and_balanced():

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from tributary_workers.documents import DocumentError
-from tributary_workers.sources import (
+from tributary_workers.pipeline.sources import (
     DocIdFilter,
     HttpSource,
     LocalSource,

@@ -5,15 +5,24 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from tributary_workers.events import parse_event
-from tributary_workers.producer import Hysteresis
-from tributary_workers.routing import RoutingError, parse_routing
-from tributary_workers.stream import (
-    collapse, dead_letter_after_failure, exhausted_deliveries, latency_seconds,
+from tributary_workers.contract.routing import RoutingError, parse_routing
+from tributary_workers.streaming.decisions import (
+    collapse,
+    dead_letter_after_failure,
+    exhausted_deliveries,
+    latency_seconds,
 )
-from tributary_workers.streams import (
-    Entry, GroupState, StreamNames, next_id, oldest_unacknowledged_id, parse_id, safe_trim_id, stream_backlog,
+from tributary_workers.streaming.events import parse_event
+from tributary_workers.streaming.producer import Hysteresis
+from tributary_workers.streaming.queue import (
+    Entry,
+    GroupState,
+    StreamNames,
+    next_id,
+    oldest_unacknowledged_id,
+    parse_id,
+    safe_trim_id,
+    stream_backlog,
 )
 
 

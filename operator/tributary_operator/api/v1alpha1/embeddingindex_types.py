@@ -1,0 +1,210 @@
+"""EmbeddingIndex: the served Milvus alias and its blue-green lifecycle."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from tributary_workers.contract import defaults as shared
+from tributary_operator.api.v1alpha1.schema import (
+    AGE,
+    KIND_DESCRIPTION,
+    ApiModel,
+    CelRule,
+    Chunking,
+    CrdNames,
+    CustomResource,
+    EmbeddingModel,
+    MilvusName,
+    ObservedStatus,
+    PrinterColumn,
+    SecretRef,
+    Text,
+    Uri,
+)
+
+
+class MilvusConnection(ApiModel):
+    """How to reach the Milvus instance holding the index's collections."""
+
+    uri: Annotated[Uri, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*://")] = Field(
+        description="Milvus endpoint, e.g. http://milvus.milvus.svc:19530."
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        None,
+        description="Secret with key MILVUS_TOKEN (a Milvus token or user:password); no "
+        "authentication when omitted.",
+    )
+    database: MilvusName | None = Field(
+        None, description="Milvus database; the server's default database when omitted."
+    )
+
+
+class MetricType(StrEnum):
+    COSINE = "COSINE"
+    IP = "IP"
+    L2 = "L2"
+
+
+class IndexType(StrEnum):
+    AUTOINDEX = "AUTOINDEX"
+    HNSW = "HNSW"
+    IVF_FLAT = "IVF_FLAT"
+    FLAT = "FLAT"
+
+
+class VectorIndex(ApiModel):
+    """The Milvus vector index built on each collection."""
+
+    metric_type: MetricType = Field(
+        MetricType(shared.METRIC_TYPE), description="Similarity metric: COSINE, IP (inner product) or L2."
+    )
+    index_type: IndexType = Field(
+        IndexType(shared.INDEX_TYPE), description="Milvus index type: AUTOINDEX, HNSW, IVF_FLAT or FLAT."
+    )
+    params: dict[str, Any] | None = Field(
+        None,
+        description="Index build parameters passed to Milvus unchanged, e.g. {M: 16, "
+        "efConstruction: 200} for HNSW.",
+    )
+
+
+class Serving(ApiModel):
+    """How the active collection is served."""
+
+    replicas: int = Field(
+        shared.REPLICAS,
+        ge=1,
+        le=64,
+        description="In-memory replicas Milvus loads the active collection with.",
+    )
+
+
+class Validation(ApiModel):
+    """Gates a candidate collection must pass before the alias is swapped to it."""
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.minRecallAtK) || (has(self.sampleQueries) && size(self.sampleQueries) > 0)",
+            message="validation.minRecallAtK needs validation.sampleQueries to measure recall on",
+            check=lambda v: v.min_recall_at_k is None or bool(v.sample_queries),
+            field_path=".minRecallAtK",
+        ),
+    )
+
+    min_document_ratio: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="Smallest share of the active collection's documents the candidate must hold, "
+        "e.g. 0.99.",
+    )
+    sample_queries: list[Text] | None = Field(
+        None,
+        max_length=100,
+        description="Queries run against both collections to measure recall.",
+    )
+    top_k: int = Field(10, ge=1, le=1000, description="k of recall@k.")
+    min_recall_at_k: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Smallest mean overlap between the candidate's and the active collection's "
+        "top-k documents over sampleQueries; not checked when omitted.",
+    )
+
+
+class Retention(ApiModel):
+    """What happens to the previous collection after a swap."""
+
+    keep_previous: bool = Field(
+        True,
+        description="Keep the previous collection after a swap so a rollback is instant; dropped "
+        "right after the swap when false.",
+    )
+    retire_after_seconds: int | None = Field(
+        None,
+        ge=0,
+        description="Seconds after a swap before the kept previous collection is dropped; kept "
+        "until the next swap when omitted.",
+    )
+
+
+class EmbeddingIndexSpec(ApiModel):
+    """Desired state of an EmbeddingIndex: the served alias, the model, and how collections are
+    built and swapped."""
+
+    milvus: MilvusConnection = Field(description="Milvus instance holding the collections.")
+    alias: MilvusName = Field(
+        description="Milvus alias applications query. It always points at the active collection; "
+        "changing the model or chunking builds a candidate collection and swaps the alias to it "
+        "once it passes validation."
+    )
+    model: EmbeddingModel = Field(description="Embedding model the collections are built with.")
+    chunking: Chunking = Field(Chunking(), description="How documents are split into chunks.")
+    index: VectorIndex = Field(VectorIndex(), description="Vector index built on each collection.")
+    serving: Serving = Field(Serving(), description="How the active collection is served.")
+    validation: Validation = Field(
+        Validation(), description="Gates a candidate collection passes before the swap."
+    )
+    retention: Retention = Field(Retention(), description="What happens to replaced collections.")
+
+
+class IndexPhase(StrEnum):
+    PENDING = "Pending"
+    BACKFILLING = "Backfilling"
+    CATCHING_UP = "CatchingUp"
+    VALIDATING = "Validating"
+    SWAPPING = "Swapping"
+    READY = "Ready"
+    ROLLING_BACK = "RollingBack"
+    FAILED = "Failed"
+
+
+class EmbeddingIndexStatus(ObservedStatus):
+    """Observed state of an EmbeddingIndex, written by the operator."""
+
+    phase: IndexPhase | None = Field(
+        None,
+        description="Pending, Backfilling, CatchingUp, Validating, Swapping, Ready, RollingBack or "
+        "Failed.",
+    )
+    active_collection: MilvusName | None = Field(
+        None, description="Collection the alias points at."
+    )
+    candidate_collection: MilvusName | None = Field(
+        None, description="Collection being built for the next swap; unset when none."
+    )
+    previous_collection: MilvusName | None = Field(
+        None, description="Collection the alias pointed at before the last swap, kept for rollback."
+    )
+    active_model: str | None = Field(
+        None, max_length=1024, description="Model (name@revision) of the active collection."
+    )
+
+
+class EmbeddingIndex(CustomResource):
+    """EmbeddingIndex manages a served Milvus alias, and re-embeds blue-green into a new collection
+    when the model or chunking changes."""
+
+    crd = CrdNames(
+        kind="EmbeddingIndex",
+        plural="embeddingindexes",
+        short_names=("ei",),
+        printer_columns=(
+            PrinterColumn("Phase", ".status.phase", "string", "Phase of the index."),
+            PrinterColumn("Alias", ".spec.alias", "string", "Served Milvus alias."),
+            PrinterColumn("Active", ".status.activeCollection", "string", "Collection served."),
+            PrinterColumn("Candidate", ".status.candidateCollection", "string", "Collection built."),
+            PrinterColumn("Model", ".spec.model.name", "string", "Embedding model.", 1),
+            AGE,
+        ),
+    )
+
+    kind: Literal["EmbeddingIndex"] = Field("EmbeddingIndex", description=KIND_DESCRIPTION)
+    spec: EmbeddingIndexSpec = Field(description="Desired state of the EmbeddingIndex.")
+    status: EmbeddingIndexStatus = Field(
+        default_factory=EmbeddingIndexStatus, description="Observed state, written by the operator."
+    )

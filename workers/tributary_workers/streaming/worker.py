@@ -1,0 +1,658 @@
+"""The streaming worker: document events from a Redis stream, latency first, at-least-once delivery
+with an exactly-once effect.
+
+One loop, one batch at a time:
+
+    claim (XAUTOCLAIM, entries idle > claim_idle_ms: dead or stuck consumers, or our own failures)
+      or read new entries (XREADGROUP ``>``; up to max_batch_size, lingering at most max_wait_ms
+      after the first one for others to join)
+    -> validate each entry (invalid: dead-lettered with the reason)
+    -> collapse: several events of one document keep only the highest version (ties: the first)
+    -> resolve documents: ``content`` parsed in place, ``uri`` read through the batch sources
+       (a document that cannot be read or parsed is dead-lettered with the reason)
+    -> read the routing record (routing.py): the targets {collection, model} of this batch
+    -> for each target: DocumentIndexer.index(upserts) (one batched model call) and .delete(...)
+       through the version ledger, exactly as batch writes
+    -> dead-letter per-document failures; acknowledge everything else (XACK) after the writes
+       returned, in one MULTI/EXEC with the dead-letter XADDs.
+
+Failures:
+- an exception while writing (Milvus or Redis unavailable) is transient: the whole batch is retried
+  with exponential backoff (tenacity); the ledger makes a retry idempotent. When the retries run
+  out the entries stay pending, so XAUTOCLAIM (after claim_idle_ms) or a restart redelivers them,
+  and an entry that fails on its max_deliveries-th delivery is dead-lettered with the error;
+- an entry delivered more than max_deliveries times without being acknowledged (its consumers
+  crashed on it) is dead-lettered without another attempt.
+Superseded and unchanged results are successes: the index already holds something newer or equal.
+
+Stopping: ``stop()`` (SIGTERM/SIGINT through ``install_signal_handlers``) makes the loop stop
+reading, finish and acknowledge the batch in flight, and return; a watchdog ends the process if
+that takes longer than drain_timeout_s (the entries are then redelivered to another consumer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import Counter, Gauge, Histogram
+from tenacity import Retrying, retry_if_exception, wait_exponential
+
+from tributary_workers.contract.routing import (
+    RoutingError,
+    RoutingRecord,
+    read_routing,
+    report_applied,
+)
+from tributary_workers.documents import (
+    Document,
+    DocumentError,
+    DocumentRef,
+    RawDocument,
+)
+from tributary_workers.errors import one_line
+from tributary_workers.ledger import open_ledger
+from tributary_workers.pipeline.chunker import Chunker
+from tributary_workers.pipeline.embedder import (
+    Embedder,
+    EmbedderConfig,
+    ModelNotFoundError,
+    resolve_model,
+)
+from tributary_workers.pipeline.indexer import DocResult, DocumentIndexer, Status
+from tributary_workers.pipeline.parsers import Parser
+from tributary_workers.pipeline.sources import SourceError, open_source
+from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig
+from tributary_workers.streaming.config import StreamConfig
+from tributary_workers.streaming.decisions import (
+    collapse,
+    dead_letter_after_failure,
+    dead_letter_cause,
+    exhausted_deliveries,
+    latency_seconds,
+)
+from tributary_workers.streaming.events import Event, EventError, event_from_fields
+from tributary_workers.streaming.queue import DeadLetter, Entry, GroupState, RedisStream
+
+log = logging.getLogger("tributary.stream")
+
+# --- metrics (served on /metrics by the entry points) ---------------------------------------------
+
+EVENTS = Counter("tributary_stream_events_total", "Stream events acknowledged, by result", ["result"])
+LATENCY = Histogram(
+    "tributary_stream_latency_seconds",
+    "End-to-end latency from an event's produced_at to its acknowledged write",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
+)
+BATCH_SIZE = Histogram("tributary_stream_batch_size", "Stream entries per batch",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+BATCH_SECONDS = Histogram("tributary_stream_batch_seconds", "Seconds from a batch's read to its acknowledgement",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+LAG = Gauge("tributary_stream_lag", "Entries not yet delivered to the consumer group (XINFO GROUPS lag)",
+            ["stream", "group"])
+PENDING = Gauge("tributary_stream_pending", "Entries delivered to the group but not yet acknowledged",
+                ["stream", "group"])
+DEAD_LETTERED = Counter("tributary_stream_dead_lettered_total", "Entries moved to the dead-letter stream, by cause",
+                        ["cause"])
+RECLAIMED = Counter("tributary_stream_reclaimed_total", "Pending entries claimed from idle consumers (XAUTOCLAIM)")
+RETRIES = Counter("tributary_stream_retries_total", "Batch attempts retried after a transient error")
+TRIMMED = Counter("tributary_stream_trimmed_total", "Acknowledged entries trimmed from the stream")
+
+RESULT_OF_STATUS = {
+    Status.SUCCEEDED: "written",
+    Status.DELETED: "deleted",
+    Status.UNCHANGED: "unchanged",
+    Status.SUPERSEDED: "superseded",
+}
+DEAD_LETTERED_RESULT = "dead_lettered"
+LINGER_POLL_S = 0.001  # poll interval while a batch's first entry waits for others (max_wait_ms)
+
+
+# --- documents of events ------------------------------------------------------------------------
+
+
+class EventDocuments:
+    """The Document an upsert event carries: its content parsed in place, or its uri read through
+    the same sources and parsers as batch. doc_id and version are always the event's."""
+
+    def __init__(self, parser: Parser):
+        self.parser = parser
+        self._sources: dict[tuple[str, str], Any] = {}
+
+    def resolve(self, event: Event) -> Document:
+        if event.content is not None:
+            raw = RawDocument(event.doc_id, "", event.version, event.content.encode(), event.content_type)
+        else:
+            raw = self._read(event)
+        parsed = self.parser.run(raw)
+        if parsed.failures:
+            raise DocumentError(parsed.failures[0][1])
+        if len(parsed.documents) != 1:
+            raise DocumentError(f"the content holds {len(parsed.documents)} records; an event carries one document")
+        document = parsed.documents[0]
+        return Document(event.doc_id, event.version, document.text, {**document.metadata, **event.metadata},
+                        document.source_uri)
+
+    def _read(self, event: Event) -> RawDocument:
+        uri = event.uri or ""
+        parts = urlsplit(uri)
+        scheme = parts.scheme.lower()
+        key = (scheme, parts.netloc if scheme in ("http", "https", "s3") else "")
+        try:
+            source = self._sources.get(key)
+            if source is None:
+                source = self._sources[key] = open_source(uri)
+            raw = source.read(DocumentRef(event.doc_id, uri, event.version))
+        except SourceError as exc:
+            raise DocumentError(str(exc)) from None
+        return replace(raw, doc_id=event.doc_id, version=event.version,
+                       content_type=event.content_type or raw.content_type)
+
+
+# --- write targets ------------------------------------------------------------------------------
+
+
+class WriteTarget:
+    """One {collection, model}: its own embedder, chunker, writer and ledger namespace."""
+
+    def __init__(self, collection: str, model: str | None, worker: StreamWorker):
+        self.collection = collection
+        self.model = model
+        self.worker = worker
+        self.indexer: DocumentIndexer | None = None
+
+    def warm_up(self) -> None:
+        if self.indexer is not None:
+            return
+        cfg = self.worker.config
+        embedder, chunker = self.worker.model_stages(self.model)
+        writer = MilvusWriter(WriterConfig(
+            uri=cfg.milvus_uri, collection=self.collection, model_id=embedder.model_id,
+            dimension=embedder.dimension, metric_type=cfg.metric_type, index_type=cfg.index_type,
+            index_params=cfg.index_params, db_name=cfg.db_name, replicas=cfg.replicas,
+        ))
+        try:
+            writer.warm_up()  # creates the collection when it does not exist
+        except BaseException:
+            writer.close()
+            raise
+        ledger = open_ledger(cfg.ledger_url, namespace=self.collection)
+        self.indexer = DocumentIndexer(chunker, embedder, writer, ledger, cfg.writer_id)
+
+    def apply(self, upserts: Sequence[Document], deletes: Sequence[tuple[str, int]]) -> list[DocResult]:
+        self.warm_up()
+        results = self.indexer.index(upserts) if upserts else []
+        results += [self.indexer.delete(doc_id, version) for doc_id, version in deletes]
+        return results
+
+    def close(self) -> None:
+        if self.indexer is not None:
+            for resource in (self.indexer.writer, self.indexer.ledger):
+                try:
+                    resource.close()
+                except Exception:  # closing is best effort
+                    pass
+            self.indexer = None
+
+
+# --- the worker ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Handled:
+    """What became of one stream entry (passed to the observer after the acknowledgement)."""
+
+    entry_id: str
+    event: Event | None
+    result: str  # written | deleted | unchanged | superseded | dead_lettered
+    latency_s: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class StreamReport:
+    batches: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    reclaimed: int = 0
+    retries: int = 0
+    failed_batches: int = 0
+    latency_count: int = 0
+    latency_sum_s: float = 0.0
+    latency_max_s: float = 0.0
+    drained: bool = False
+
+    def add(self, handled: Handled) -> None:
+        self.events[handled.result] = self.events.get(handled.result, 0) + 1
+        if handled.latency_s is not None:
+            self.latency_count += 1
+            self.latency_sum_s += handled.latency_s
+            self.latency_max_s = max(self.latency_max_s, handled.latency_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches, "events": dict(sorted(self.events.items())), "reclaimed": self.reclaimed,
+            "retries": self.retries, "failed_batches": self.failed_batches, "latency_count": self.latency_count,
+            "latency_mean_s": round(self.latency_sum_s / self.latency_count, 4) if self.latency_count else None,
+            "latency_max_s": round(self.latency_max_s, 4), "drained": self.drained,
+        }
+
+
+class _Transient(Exception):
+    """A batch failed with an error worth retrying later; wraps the last error."""
+
+
+class _Held(Exception):
+    """The batch is held back (invalid routing record while stopping): leave it pending."""
+
+
+class StreamWorker:
+    def __init__(self, config: StreamConfig, observer: Callable[[list[Handled]], None] | None = None):
+        self.config = config
+        self.observer = observer
+        self.report = StreamReport()
+        self.parser = Parser(config.parser)
+        self.documents = EventDocuments(self.parser)
+        self.stream: RedisStream | None = None
+        self.targets: dict[tuple[str, str], WriteTarget] = {}
+        self._models: dict[str, tuple[Embedder, Chunker]] = {}
+        self._stop = threading.Event()
+        self._deadline: float | None = None
+        self._generation: int | None = None
+        self._reported_generation: int | None = None
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        self._next_maintenance = 0.0
+        self._failures = 0
+        names = config.names
+        self._labels = (names.stream, names.group)
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        cfg = self.config
+        self.stream = RedisStream.from_url(cfg.redis_url, cfg.names, dead_letter_maxlen=cfg.dead_letter_maxlen)
+        self.stream.client.ping()
+        self.stream.ensure_group()
+        self.parser.warm_up()
+        self.model_stages(cfg.model)
+        try:
+            record = read_routing(self.stream.client, cfg.index)
+        except RoutingError as exc:
+            log.error("%s; not consuming until it is fixed", exc)
+            record = None
+        if record is None:
+            # The configured collection: a failure here (Milvus unreachable, another dimension) is fatal.
+            self._target(cfg.collection, cfg.model).warm_up()
+            return
+        for target in self._targets(record):
+            try:
+                target.warm_up()
+            except Exception as exc:  # each batch retries it, with backoff, then redelivery
+                log.warning("routing target %s is not ready: %s", target.collection, one_line(exc))
+
+    def model_stages(self, model: str | None) -> tuple[Embedder, Chunker]:
+        """One embedder and chunker per model (the model itself is loaded once per process)."""
+        path, _ = resolve_model(model)
+        key = str(path)
+        if key not in self._models:
+            cfg = self.config
+            embedder = Embedder(EmbedderConfig(
+                model=model, batch_size=cfg.embed_batch_size, device=cfg.device,
+                dimension=cfg.dimension if model == cfg.model else None, max_seq_length=cfg.max_seq_length))
+            embedder.warm_up()
+            chunker = Chunker.for_model_path(embedder.model_path, cfg.chunking, embedder.max_seq_length)
+            self._models[key] = (embedder, chunker)
+        return self._models[key]
+
+    def _target(self, collection: str, model: str | None) -> WriteTarget:
+        try:
+            key = (collection, str(resolve_model(model)[0]))
+        except ModelNotFoundError as exc:
+            raise RoutingError(f"routing target {collection!r}: {exc}") from None
+        if key not in self.targets:
+            self.targets[key] = WriteTarget(collection, model, self)
+        return self.targets[key]
+
+    def _targets(self, record: RoutingRecord | None) -> list[WriteTarget]:
+        cfg = self.config
+        wanted = [(t.collection, t.model) for t in record.targets] if record else [(cfg.collection, cfg.model)]
+        targets = [self._target(collection, model) for collection, model in wanted]
+        for key in [k for k, t in self.targets.items() if t not in targets]:
+            self.targets.pop(key).close()
+        self._generation = record.generation if record else 0
+        return targets
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading; the batch in flight is finished and acknowledged before run() returns."""
+        if not self._stop.is_set():
+            self._deadline = time.monotonic() + self.config.drain_timeout_s
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> StreamReport:
+        import redis
+
+        try:
+            self._recover_own_pending()
+        except redis.RedisError as exc:  # XAUTOCLAIM picks them up later
+            log.warning("cannot read this consumer's pending entries: %s", one_line(exc))
+        while not self._stop.is_set():
+            try:
+                self._maintain()
+                entries = self._claim() or self._read()
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("the consumer group disappeared; creating it again")
+                self.stream.ensure_group()
+                continue
+            except redis.RedisError as exc:
+                self._back_off(f"redis: {one_line(exc)}")
+                continue
+            if entries:
+                self._handle(entries)
+        self._maintain(force=True)
+        self.report.drained = True
+        return self.report
+
+    def _recover_own_pending(self) -> None:
+        """Entries this consumer name read before a restart and never acknowledged."""
+        after = "0-0"
+        while not self._stop.is_set():
+            entries = self.stream.read_own_pending(self.config.consumer, self.config.max_batch_size, after)
+            if not entries:
+                return
+            after = entries[-1].id
+            self._handle(entries)
+
+    def _read(self) -> list[Entry]:
+        cfg = self.config
+        entries = self.stream.read_new(cfg.consumer, cfg.max_batch_size, cfg.block_ms)
+        if not entries:
+            return entries
+        # Linger for late joiners with non-blocking reads: Redis serves a short BLOCK timeout only at
+        # its next event-loop tick (up to 1000/hz ms, 100 ms by default), far beyond max_wait_ms.
+        deadline = time.monotonic() + cfg.max_wait_ms / 1000
+        while len(entries) < cfg.max_batch_size:
+            more = self.stream.read_new(cfg.consumer, cfg.max_batch_size - len(entries), None)
+            if more:
+                entries += more
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(remaining, LINGER_POLL_S))
+        return entries
+
+    def _claim(self) -> list[Entry]:
+        now = time.monotonic()
+        if now < self._next_claim:
+            return []
+        cfg = self.config
+        self._claim_cursor, entries = self.stream.autoclaim(cfg.consumer, cfg.claim_idle_ms, self._claim_cursor,
+                                                            cfg.max_batch_size)
+        if self._claim_cursor in ("0-0", "0") and not entries:
+            # A full scan found nothing idle: look again in a fraction of claim_idle_ms.
+            self._next_claim = now + min(max(cfg.claim_idle_ms / 2000, 0.05), 5.0)
+            self._claim_cursor = "0-0"
+        if entries:
+            RECLAIMED.inc(len(entries))
+            self.report.reclaimed += len(entries)
+            log.info("claimed %d idle pending entries (deliveries %s)", len(entries),
+                     sorted({e.deliveries for e in entries}))
+        return entries
+
+    def _maintain(self, force: bool = False) -> None:
+        """Every maintenance_interval_s: lag/pending gauges, safe trimming, the routing generation."""
+        now = time.monotonic()
+        if not force and now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.config.maintenance_interval_s
+        try:
+            states = self.stream.group_states()
+            self._observe(states)
+            _, removed = self.stream.trim(states)
+            TRIMMED.inc(removed)
+            if not force:
+                self._targets(read_routing(self.stream.client, self.config.index))
+            self._report_generation()
+        except RoutingError as exc:
+            log.error("%s", exc)
+        except Exception as exc:  # maintenance must never stop the loop
+            log.warning("stream maintenance failed: %s", one_line(exc))
+
+    def _observe(self, states: Sequence[GroupState]) -> None:
+        for state in states:
+            if state.name == self.stream.names.group:
+                LAG.labels(*self._labels).set(state.lag or 0)
+                PENDING.labels(*self._labels).set(state.pending)
+
+    def _report_generation(self) -> None:
+        if self._generation is not None and self._generation != self._reported_generation:
+            report_applied(self.stream.client, self.config.index, self.config.consumer, self._generation)
+            self._reported_generation = self._generation
+
+    def _back_off(self, why: str) -> None:
+        self._failures += 1
+        delay = min(self.config.retry_initial_s * 2 ** self._failures, self.config.failure_backoff_max_s)
+        log.warning("%s; backing off %.2fs", why, delay)
+        self._stop.wait(delay)
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def _handle(self, entries: list[Entry]) -> None:
+        cfg = self.config
+        started = time.perf_counter()
+        BATCH_SIZE.observe(len(entries))
+        self.report.batches += 1
+        dead: list[DeadLetter] = []
+        outcomes: list[Handled] = []
+
+        candidates: list[tuple[Entry, Event]] = []
+        for entry in entries:
+            if exhausted_deliveries(entry.deliveries, cfg.max_deliveries):
+                dead.append(DeadLetter(entry, f"delivered {entry.deliveries} times without being acknowledged "
+                                              f"(max_deliveries {cfg.max_deliveries}): its consumers crashed or "
+                                              "timed out on it"))
+                continue
+            try:
+                candidates.append((entry, event_from_fields(entry.fields)))
+            except EventError as exc:
+                dead.append(DeadLetter(entry, f"invalid event: {exc}"))
+
+        kept, superseded = collapse(candidates)
+        upserts: list[tuple[Entry, Event, Document]] = []
+        deletes: list[tuple[Entry, Event]] = []
+        for entry, event in kept:
+            if event.op == "delete":
+                deletes.append((entry, event))
+                continue
+            try:
+                upserts.append((entry, event, self.documents.resolve(event)))
+            except DocumentError as exc:
+                dead.append(DeadLetter(entry, f"document {event.doc_id!r} version {event.version}: {exc}"))
+            except Exception as exc:  # a parser bug on odd input is this document's failure, not the batch's
+                dead.append(DeadLetter(entry, f"document {event.doc_id!r} version {event.version}: "
+                                              f"unexpected {type(exc).__name__}: {one_line(exc)}"))
+
+        results: dict[str, list[DocResult]] = {}
+        if upserts or deletes:
+            docs = [document for _, _, document in upserts]
+            removals = [(event.doc_id, event.version) for _, event in deletes]
+            try:
+                results = self._with_retries(self._route_and_apply, docs, removals)
+            except _Held:  # stopping while the routing record is broken: leave the batch pending
+                return
+            except _Transient as exc:
+                attempted = [e for e, _, _ in upserts] + [e for e, _ in deletes] + [e for e, _ in superseded]
+                self._after_transient_failure(exc, attempted, dead)
+                return
+
+        acked: list[str] = []
+        for entry, event in [(e, ev) for e, ev, _ in upserts] + deletes:
+            per_target = results.get(event.doc_id, [])
+            failures = [r for r in per_target if r.status is Status.FAILED]
+            if failures or not per_target:
+                reason = "; ".join(r.reason for r in failures) or "no result from the writer"
+                dead.append(DeadLetter(entry, f"document {event.doc_id!r} version {event.version}: {reason}"))
+                continue
+            acked.append(entry.id)
+            outcomes.append(Handled(entry.id, event, RESULT_OF_STATUS[per_target[0].status]))
+        for entry, event in superseded:
+            acked.append(entry.id)
+            outcomes.append(Handled(entry.id, event, "superseded",
+                                    reason="a newer version of the document was in the same batch"))
+
+        if cfg.ack_delay_s:
+            time.sleep(cfg.ack_delay_s)
+        try:
+            self._with_retries(self.stream.settle, acked, dead, cfg.consumer)
+        except _Transient as exc:
+            # Written but not acknowledged: redelivered later, and the ledger answers "unchanged".
+            self.report.failed_batches += 1
+            self._back_off(f"cannot acknowledge a written batch: {exc}")
+            return
+        self._failures = 0
+        try:
+            self._report_generation()
+        except Exception as exc:  # informational only
+            log.warning("cannot record the routing generation: %s", one_line(exc))
+
+        now_ns = time.time_ns()
+        for handled in outcomes:
+            handled.latency_s = latency_seconds(handled.event, handled.entry_id, now_ns)
+            LATENCY.observe(handled.latency_s)
+        for item in dead:
+            event = next((ev for e, ev in candidates if e is item.entry), None)
+            outcomes.append(Handled(item.entry.id, event, DEAD_LETTERED_RESULT, reason=item.reason))
+            DEAD_LETTERED.labels(dead_letter_cause(item.reason)).inc()
+            log.warning("dead-lettered %s: %s", item.entry.id, item.reason)
+        for handled in outcomes:
+            EVENTS.labels(handled.result).inc()
+            self.report.add(handled)
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        if self.observer is not None:
+            self.observer(outcomes)
+
+    def _route_and_apply(self, docs: Sequence[Document], deletes: Sequence[tuple[str, int]]
+                         ) -> dict[str, list[DocResult]]:
+        """Write one batch to the targets of the routing record read now. While the record is
+        invalid the worker holds the batch (it is not the events' fault) until it is fixed."""
+        while True:
+            try:
+                targets = self._targets(read_routing(self.stream.client, self.config.index))
+                break
+            except RoutingError as exc:
+                if self._stop.is_set():
+                    log.error("%s; stopping with the batch left pending", exc)
+                    raise _Held() from None
+                self._back_off(str(exc))
+        results: dict[str, list[DocResult]] = {}
+        for target in targets:
+            for result in target.apply(docs, deletes):
+                if result.status is Status.FAILED:
+                    result = replace(result, reason=f"collection {target.collection}: {result.reason}")
+                results.setdefault(result.doc_id, []).append(result)
+        return results
+
+    def _with_retries(self, fn, *args):
+        """Run fn, retrying any exception with exponential backoff; _Transient when they run out."""
+        cfg = self.config
+
+        def give_up(retry_state) -> bool:
+            if retry_state.attempt_number >= cfg.retry_attempts:
+                return True
+            return self._deadline is not None and time.monotonic() >= self._deadline
+
+        def before_sleep(retry_state) -> None:
+            RETRIES.inc()
+            self.report.retries += 1
+            log.warning("attempt %d failed: %s", retry_state.attempt_number,
+                        one_line(retry_state.outcome.exception()))
+
+        def sleep(seconds: float) -> None:
+            if self._deadline is not None:
+                seconds = max(0.0, min(seconds, self._deadline - time.monotonic()))
+            time.sleep(seconds)
+
+        retrying = Retrying(
+            stop=give_up, wait=wait_exponential(multiplier=cfg.retry_initial_s, max=cfg.retry_max_s),
+            retry=retry_if_exception(lambda exc: not isinstance(exc, (_Transient, _Held, KeyboardInterrupt))),
+            before_sleep=before_sleep, sleep=sleep, reraise=True,
+        )
+        try:
+            return retrying(fn, *args)
+        except (_Transient, _Held):
+            raise
+        except Exception as exc:
+            raise _Transient(one_line(exc)) from exc
+
+    def _after_transient_failure(self, exc: _Transient, attempted: list[Entry], dead: list[DeadLetter]) -> None:
+        """Retries ran out: the last allowed delivery is dead-lettered, the rest stays pending (the
+        events a batch winner superseded too: they stand or fall with it)."""
+        cfg = self.config
+        for entry in attempted:
+            if dead_letter_after_failure(entry.deliveries, cfg.max_deliveries, transient=True):
+                dead.append(DeadLetter(entry, f"failed on delivery {entry.deliveries} of {cfg.max_deliveries}: {exc}"))
+        self.report.failed_batches += 1
+        try:
+            self.stream.settle([], dead, cfg.consumer)  # invalid and exhausted entries never succeed
+            for item in dead:
+                DEAD_LETTERED.labels(dead_letter_cause(item.reason)).inc()
+                EVENTS.labels(DEAD_LETTERED_RESULT).inc()
+                self.report.add(Handled(item.entry.id, None, DEAD_LETTERED_RESULT, reason=item.reason))
+                log.warning("dead-lettered %s: %s", item.entry.id, item.reason)
+        except Exception as settle_exc:
+            log.warning("cannot dead-letter: %s", one_line(settle_exc))
+        left = len(attempted) - sum(1 for d in dead if d.entry in attempted)
+        self._back_off(f"batch failed after {cfg.retry_attempts} attempts ({exc}); {left} entries left pending "
+                       f"for redelivery after {cfg.claim_idle_ms} ms")
+
+    def close(self) -> None:
+        for target in self.targets.values():
+            target.close()
+        self.targets.clear()
+        if self.stream is not None:
+            self.stream.close()
+
+
+# --- process life cycle -------------------------------------------------------------------------
+
+
+EXIT_DRAIN_TIMEOUT = 1
+
+
+def install_signal_handlers(worker: StreamWorker, drain_timeout_s: float | None = None) -> None:
+    """SIGTERM/SIGINT: drain (stop reading, finish and acknowledge the batch in flight) and return;
+    if draining outlasts drain_timeout_s, or a second signal comes, exit at once (what was in flight
+    stays pending and is redelivered)."""
+    timeout = worker.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+
+    def force_exit(why: str) -> None:
+        log.error("%s: exiting with entries in flight (they will be redelivered)", why)
+        logging.shutdown()
+        os._exit(EXIT_DRAIN_TIMEOUT)
+
+    def handler(signum, frame) -> None:
+        if worker.stopping:
+            force_exit(f"second {signal.Signals(signum).name}")
+        log.info("%s: draining (at most %.0fs)", signal.Signals(signum).name, timeout)
+        worker.stop()
+        watchdog = threading.Timer(timeout + 1.0, force_exit, args=(f"drain took longer than {timeout:.0f}s",))
+        watchdog.daemon = True
+        watchdog.start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
