@@ -176,7 +176,7 @@ def test_helm_install_upgrade_uninstall(kube, helm, namespace, release, tmp_path
     run("install", release, str(CHART), "--namespace", namespace)
     assert "STATUS: deployed" in run("status", release, "--namespace", namespace)
     deployment = get_json(kube, namespace, "deployment", f"{release}-tributary-operator")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][0] == "operator"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["command"] == ["tributary-operator"]
 
     run("upgrade", release, str(CHART), "--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}")
     args = get_json(kube, namespace, "deployment", f"{release}-tributary-operator")[
@@ -216,7 +216,7 @@ def test_the_operator_runs_with_only_the_charts_rbac(kube, helm, namespace, rele
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), TRIBUTARY_RESYNC_SECONDS="1")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "tributary"), "operator", "--namespace", namespace,
+            [str(Path(sys.executable).parent / "tributary-operator"), "--namespace", namespace,
              "--metrics-port", "0", "--liveness", "", "--log-format", "plain", "--verbose"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -191,8 +191,8 @@ def test_operator_deployment(default):
                                       "seccompProfile": {"type": "RuntimeDefault"}}
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/tributary-dev/tributary:0.1.0"
-    assert container["command"] == ["tributary"]
-    assert container["args"] == ["operator", "--metrics-port", "9090", "--liveness", "http://0.0.0.0:8080/healthz",
+    assert container["command"] == ["tributary-operator"]
+    assert container["args"] == ["--metrics-port", "9090", "--liveness", "http://0.0.0.0:8080/healthz",
                                  "--log-format", "json"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9090, "health": 8080}
@@ -214,8 +214,7 @@ def test_deployment_args_are_what_tributary_operator_accepts(default, namespaced
     parser = add_operator_options(argparse.ArgumentParser(exit_on_error=False))
     for objects, namespaces in ((default, []), (namespaced, ["team-a", "team-b"])):
         args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args[0] == "operator"
-        options = parser.parse_args(args[1:])
+        options = parser.parse_args(args)
         assert (options.namespace, options.metrics_port, options.log_format) == (namespaces, 9090, "json")
         assert options.liveness == "http://0.0.0.0:8080/healthz"
 

@@ -1,4 +1,5 @@
-"""The repository layout promises: operator/ never shadows the stdlib, the data plane never imports kopf."""
+"""The repository layout promises: operator/ never shadows the stdlib, the data plane never imports kopf,
+and test infrastructure never ships in the package."""
 
 import subprocess
 import sys
@@ -19,12 +20,19 @@ def test_stdlib_operator_is_never_shadowed(cwd):
 
 
 def test_data_plane_never_imports_kopf():
-    modules = [p.stem for p in (ROOT / "workers" / "tributary_workers").glob("*.py") if p.stem != "__init__"]
+    """At run time too (import-linter checks the static imports): every module of the data plane."""
     code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module('tributary_workers.' + name)\n"
-        "print('kopf' in sys.modules)\n"
+        "import importlib, pkgutil, sys, tributary_workers\n"
+        "for module in pkgutil.walk_packages(tributary_workers.__path__, 'tributary_workers.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "print('kopf' in sys.modules, 'tributary_operator' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
+
+
+def test_the_test_control_plane_is_not_in_the_package():
+    """The process kubelet and control plane are test infrastructure: they live in tests/testenv."""
+    packaged = [p for root in ("workers", "operator") for p in (ROOT / root).rglob("*.py")]
+    assert not [p for p in packaged if "testing" in p.parts or "testenv" in p.parts]
+    assert (ROOT / "tests" / "testenv" / "control_plane.py").exists()

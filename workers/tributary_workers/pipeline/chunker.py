@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tributary_workers.contract import defaults
 from tributary_workers.documents import Chunk, Document, DocumentError
 
 
@@ -32,7 +33,7 @@ class ChunkingConfigError(ValueError):
 @dataclass(frozen=True)
 class ChunkerConfig:
     max_tokens: int | None = None  # None: as many as the model's maximum sequence length allows
-    overlap_tokens: int = 32
+    overlap_tokens: int = defaults.OVERLAP_TOKENS
 
 
 class Chunker:
