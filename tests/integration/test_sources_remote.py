@@ -20,8 +20,8 @@ import pytest
 from harness.servers import free_port, stop, wait_until_listening
 from tributary_workers.documents import DocumentError, DocumentRef
 from tributary_workers.pipeline.parsers import Parser
+from tributary_workers.pipeline.remote_sources import HttpSource
 from tributary_workers.pipeline.sources import (
-    HttpSource,
     SourceError,
     datetime_to_ns,
     open_source,

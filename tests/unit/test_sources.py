@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from tributary_workers.documents import DocumentError
+from tributary_workers.pipeline.remote_sources import HttpSource, S3Source
 from tributary_workers.pipeline.sources import (
     DocIdFilter,
-    HttpSource,
     LocalSource,
-    S3Source,
     SourceError,
     guess_content_type,
     open_source,

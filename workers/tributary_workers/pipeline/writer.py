@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from tributary_workers.documents import Chunk
 # Bounds for one request: well under Milvus' 64 MiB gRPC message limit.
 MAX_ROWS_PER_REQUEST = 512
 MAX_BYTES_PER_REQUEST = 8 * 1024 * 1024
+CREATE_RACE_WAIT_S = 10.0  # how long a writer that lost the race to create a collection waits for it
 # Milvus VARCHAR limits are in bytes.
 DOC_ID_MAX_LENGTH = 2048
 TEXT_MAX_LENGTH = 65535
@@ -211,7 +213,9 @@ class MilvusWriter:
                                           index_params=None if cfg.bulk_load else self._index_params())
         except Exception:
             # The shards of a run (or several workers) race to create it: the losers use the winner's.
-            if not self.client.has_collection(cfg.collection):
+            # A loser can fail before the winner's collection is visible (milvus-lite answers
+            # "File exists"): wait for it to appear before giving up.
+            if not self._appears(cfg.collection, within_s=CREATE_RACE_WAIT_S):
                 raise
             self._check_compatible()
             if not cfg.bulk_load:
@@ -219,6 +223,14 @@ class MilvusWriter:
             return
         if not cfg.bulk_load:
             self._load()
+
+    def _appears(self, collection: str, within_s: float) -> bool:
+        deadline = time.monotonic() + within_s
+        while not self.client.has_collection(collection):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _create_index_if_missing(self) -> None:
         if self.client.list_indexes(self.config.collection):

@@ -25,6 +25,9 @@ Failures:
   crashed on it) is dead-lettered without another attempt.
 Superseded and unchanged results are successes: the index already holds something newer or equal.
 
+The loop is one class on purpose (about 400 lines): reading, claiming, handling, retrying and
+settling a batch share the delivery guarantees above, and are easier to check read together.
+
 Stopping: ``stop()`` (SIGTERM/SIGINT through ``install_signal_handlers``) makes the loop stop
 reading, finish and acknowledge the batch in flight, and return; a watchdog ends the process if
 that takes longer than drain_timeout_s (the entries are then redelivered to another consumer).
@@ -38,11 +41,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import replace
 
-from prometheus_client import Counter, Gauge, Histogram
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from tributary_workers.contract.routing import (
@@ -54,11 +54,8 @@ from tributary_workers.contract.routing import (
 from tributary_workers.documents import (
     Document,
     DocumentError,
-    DocumentRef,
-    RawDocument,
 )
 from tributary_workers.errors import one_line
-from tributary_workers.ledger import open_ledger
 from tributary_workers.pipeline.chunker import Chunker
 from tributary_workers.pipeline.embedder import (
     Embedder,
@@ -66,10 +63,8 @@ from tributary_workers.pipeline.embedder import (
     ModelNotFoundError,
     resolve_model,
 )
-from tributary_workers.pipeline.indexer import DocResult, DocumentIndexer, Status
+from tributary_workers.pipeline.indexer import DocResult, Status
 from tributary_workers.pipeline.parsers import Parser
-from tributary_workers.pipeline.sources import SourceError, open_source
-from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig
 from tributary_workers.streaming.config import StreamConfig
 from tributary_workers.streaming.decisions import (
     collapse,
@@ -79,169 +74,20 @@ from tributary_workers.streaming.decisions import (
     latency_seconds,
 )
 from tributary_workers.streaming.events import Event, EventError, event_from_fields
+from tributary_workers.streaming.targets import EventDocuments, WriteTarget
 from tributary_workers.streaming.queue import DeadLetter, Entry, GroupState, RedisStream
+from tributary_workers.streaming.report import (
+    BATCH_SECONDS, BATCH_SIZE, DEAD_LETTERED, EVENTS, LAG, LATENCY, PENDING, RECLAIMED, RESULT_OF_STATUS, RETRIES,
+    TRIMMED, Handled, StreamReport,
+)
 
 log = logging.getLogger("tributary.stream")
 
-# --- metrics (served on /metrics by the entry points) ---------------------------------------------
-
-EVENTS = Counter("tributary_stream_events_total", "Stream events acknowledged, by result", ["result"])
-LATENCY = Histogram(
-    "tributary_stream_latency_seconds",
-    "End-to-end latency from an event's produced_at to its acknowledged write",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
-)
-BATCH_SIZE = Histogram("tributary_stream_batch_size", "Stream entries per batch",
-                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
-BATCH_SECONDS = Histogram("tributary_stream_batch_seconds", "Seconds from a batch's read to its acknowledgement",
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-LAG = Gauge("tributary_stream_lag", "Entries not yet delivered to the consumer group (XINFO GROUPS lag)",
-            ["stream", "group"])
-PENDING = Gauge("tributary_stream_pending", "Entries delivered to the group but not yet acknowledged",
-                ["stream", "group"])
-DEAD_LETTERED = Counter("tributary_stream_dead_lettered_total", "Entries moved to the dead-letter stream, by cause",
-                        ["cause"])
-RECLAIMED = Counter("tributary_stream_reclaimed_total", "Pending entries claimed from idle consumers (XAUTOCLAIM)")
-RETRIES = Counter("tributary_stream_retries_total", "Batch attempts retried after a transient error")
-TRIMMED = Counter("tributary_stream_trimmed_total", "Acknowledged entries trimmed from the stream")
-
-RESULT_OF_STATUS = {
-    Status.SUCCEEDED: "written",
-    Status.DELETED: "deleted",
-    Status.UNCHANGED: "unchanged",
-    Status.SUPERSEDED: "superseded",
-}
 DEAD_LETTERED_RESULT = "dead_lettered"
 LINGER_POLL_S = 0.001  # poll interval while a batch's first entry waits for others (max_wait_ms)
 
 
-# --- documents of events ------------------------------------------------------------------------
-
-
-class EventDocuments:
-    """The Document an upsert event carries: its content parsed in place, or its uri read through
-    the same sources and parsers as batch. doc_id and version are always the event's."""
-
-    def __init__(self, parser: Parser):
-        self.parser = parser
-        self._sources: dict[tuple[str, str], Any] = {}
-
-    def resolve(self, event: Event) -> Document:
-        if event.content is not None:
-            raw = RawDocument(event.doc_id, "", event.version, event.content.encode(), event.content_type)
-        else:
-            raw = self._read(event)
-        parsed = self.parser.run(raw)
-        if parsed.failures:
-            raise DocumentError(parsed.failures[0][1])
-        if len(parsed.documents) != 1:
-            raise DocumentError(f"the content holds {len(parsed.documents)} records; an event carries one document")
-        document = parsed.documents[0]
-        return Document(event.doc_id, event.version, document.text, {**document.metadata, **event.metadata},
-                        document.source_uri)
-
-    def _read(self, event: Event) -> RawDocument:
-        uri = event.uri or ""
-        parts = urlsplit(uri)
-        scheme = parts.scheme.lower()
-        key = (scheme, parts.netloc if scheme in ("http", "https", "s3") else "")
-        try:
-            source = self._sources.get(key)
-            if source is None:
-                source = self._sources[key] = open_source(uri)
-            raw = source.read(DocumentRef(event.doc_id, uri, event.version))
-        except SourceError as exc:
-            raise DocumentError(str(exc)) from None
-        return replace(raw, doc_id=event.doc_id, version=event.version,
-                       content_type=event.content_type or raw.content_type)
-
-
-# --- write targets ------------------------------------------------------------------------------
-
-
-class WriteTarget:
-    """One {collection, model}: its own embedder, chunker, writer and ledger namespace."""
-
-    def __init__(self, collection: str, model: str | None, worker: StreamWorker):
-        self.collection = collection
-        self.model = model
-        self.worker = worker
-        self.indexer: DocumentIndexer | None = None
-
-    def warm_up(self) -> None:
-        if self.indexer is not None:
-            return
-        cfg = self.worker.config
-        embedder, chunker = self.worker.model_stages(self.model)
-        writer = MilvusWriter(WriterConfig(
-            uri=cfg.milvus_uri, collection=self.collection, model_id=embedder.model_id,
-            dimension=embedder.dimension, metric_type=cfg.metric_type, index_type=cfg.index_type,
-            index_params=cfg.index_params, db_name=cfg.db_name, replicas=cfg.replicas,
-        ))
-        try:
-            writer.warm_up()  # creates the collection when it does not exist
-        except BaseException:
-            writer.close()
-            raise
-        ledger = open_ledger(cfg.ledger_url, namespace=self.collection)
-        self.indexer = DocumentIndexer(chunker, embedder, writer, ledger, cfg.writer_id)
-
-    def apply(self, upserts: Sequence[Document], deletes: Sequence[tuple[str, int]]) -> list[DocResult]:
-        self.warm_up()
-        results = self.indexer.index(upserts) if upserts else []
-        results += [self.indexer.delete(doc_id, version) for doc_id, version in deletes]
-        return results
-
-    def close(self) -> None:
-        if self.indexer is not None:
-            for resource in (self.indexer.writer, self.indexer.ledger):
-                try:
-                    resource.close()
-                except Exception:  # closing is best effort
-                    pass
-            self.indexer = None
-
-
 # --- the worker ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Handled:
-    """What became of one stream entry (passed to the observer after the acknowledgement)."""
-
-    entry_id: str
-    event: Event | None
-    result: str  # written | deleted | unchanged | superseded | dead_lettered
-    latency_s: float | None = None
-    reason: str = ""
-
-
-@dataclass
-class StreamReport:
-    batches: int = 0
-    events: dict[str, int] = field(default_factory=dict)
-    reclaimed: int = 0
-    retries: int = 0
-    failed_batches: int = 0
-    latency_count: int = 0
-    latency_sum_s: float = 0.0
-    latency_max_s: float = 0.0
-    drained: bool = False
-
-    def add(self, handled: Handled) -> None:
-        self.events[handled.result] = self.events.get(handled.result, 0) + 1
-        if handled.latency_s is not None:
-            self.latency_count += 1
-            self.latency_sum_s += handled.latency_s
-            self.latency_max_s = max(self.latency_max_s, handled.latency_s)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batches": self.batches, "events": dict(sorted(self.events.items())), "reclaimed": self.reclaimed,
-            "retries": self.retries, "failed_batches": self.failed_batches, "latency_count": self.latency_count,
-            "latency_mean_s": round(self.latency_sum_s / self.latency_count, 4) if self.latency_count else None,
-            "latency_max_s": round(self.latency_max_s, 4), "drained": self.drained,
-        }
 
 
 class _Transient(Exception):
