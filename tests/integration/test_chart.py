@@ -23,7 +23,7 @@ from tributary_operator.options import add_operator_options
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_PY = ROOT / "operator" / "tributary_operator" / "kube.py"
-CHECKPOINT_PY = ROOT / "workers" / "tributary_workers" / "checkpoint.py"
+CHECKPOINT_PY = ROOT / "workers" / "tributary_workers" / "batch" / "checkpoint.py"
 KINDS = ("ingestionjobs", "streampipelines", "embeddingindexes")
 
 Permission = tuple[str, str, str]  # (API group, resource, verb)

@@ -40,7 +40,7 @@ import yaml
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CRDS_DIR = REPO_ROOT / "crds"
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 DEFAULT_DATA_DIR = REPO_ROOT / ".local-cluster"

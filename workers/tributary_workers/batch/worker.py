@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tributary_workers import metrics
@@ -28,17 +28,18 @@ from tributary_workers.contract import defaults, keys
 from tributary_workers.contract.checkpoints import CheckpointState
 from tributary_workers.documents import Document, DocumentError, DocumentRef
 from tributary_workers.ledger import open_ledger
-from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
-from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
+from tributary_workers.pipeline.chunker import Chunker
+from tributary_workers.pipeline.embedder import Embedder
 from tributary_workers.pipeline.indexer import (
     DocResult,
     DocumentIndexer,
     PreparedDoc,
     Status,
 )
-from tributary_workers.pipeline.parsers import Parser, ParserOptions
+from tributary_workers.pipeline.parsers import Parser
+from tributary_workers.pipeline.settings import PipelineSettings
 from tributary_workers.pipeline.sources import open_source
-from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig
+from tributary_workers.pipeline.writer import MilvusWriter
 
 _DONE = object()
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def newest_per_doc_id(documents: Sequence[Document], results: list[DocResult]) -
 
 
 @dataclass
-class BatchConfig:
+class BatchConfig(PipelineSettings):
     source: str | Sequence[str]
     collection: str
     milvus_uri: str
@@ -79,18 +80,7 @@ class BatchConfig:
     shard_count: int = 1
     max_concurrency: int = defaults.MAX_CONCURRENCY
     embed_batch_size: int = defaults.BATCH_EMBED_BATCH_SIZE
-    model: str | None = None
-    dimension: int | None = None  # expected vector length; None: whatever the model produces
-    max_seq_length: int | None = None  # caps chunks below the model's limit
-    chunking: ChunkerConfig = field(default_factory=ChunkerConfig)
-    parser: ParserOptions = field(default_factory=ParserOptions)
-    metric_type: str = defaults.METRIC_TYPE
-    index_type: str = defaults.INDEX_TYPE
-    index_params: dict = field(default_factory=dict)
-    db_name: str | None = None
-    replicas: int = defaults.REPLICAS
     bulk_load: bool = False
-    device: str | None = None
     # A finished checkpoint means: the local CLI starts a new run; a Job's pod (same job_id,
     # e.g. a pod replaced after it finished) returns the finished run's report instead.
     rerun_completed: bool = True
@@ -119,9 +109,7 @@ class BatchWorker:
         self.on_progress = on_progress
         self.source = open_source(config.source, include=config.include, exclude=config.exclude)
         self.parser = Parser(config.parser)
-        self.embedder = Embedder(EmbedderConfig(model=config.model, batch_size=config.embed_batch_size,
-                                                device=config.device, dimension=config.dimension,
-                                                max_seq_length=config.max_seq_length))
+        self.embedder = Embedder(config.embedder_config(config.embed_batch_size))
         self.writer: MilvusWriter | None = None
         self.indexer: DocumentIndexer | None = None
         self.checkpoints = None
@@ -133,10 +121,9 @@ class BatchWorker:
         self.parser.warm_up()
         self.embedder.warm_up()
         chunker = Chunker.for_model_path(self.embedder.model_path, cfg.chunking, self.embedder.max_seq_length)
-        self.writer = MilvusWriter(WriterConfig(
-            uri=cfg.milvus_uri, collection=cfg.collection, model_id=self.embedder.model_id,
-            dimension=self.embedder.dimension, metric_type=cfg.metric_type, index_type=cfg.index_type,
-            index_params=cfg.index_params, db_name=cfg.db_name, replicas=cfg.replicas, bulk_load=cfg.bulk_load, bulk_load_run=f"{cfg.job_id}/{cfg.collection}",
+        self.writer = MilvusWriter(cfg.writer_config(
+            cfg.milvus_uri, cfg.collection, self.embedder,
+            bulk_load=cfg.bulk_load, bulk_load_run=f"{cfg.job_id}/{cfg.collection}",
         ))
         self.checkpoints = open_checkpoint_store(cfg.checkpoint_url)
         self.ledger = open_ledger(cfg.ledger_url, namespace=cfg.collection)

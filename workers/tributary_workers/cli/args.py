@@ -115,6 +115,14 @@ def quiet_libraries() -> None:
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
+def worker_main(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
+                run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+    """A container entry point: log lines with timestamps, flags (or env), then run_main."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    return run_main(prog, lambda: run(args))
+
+
 def run_main(prog: str, command: Callable[[], int]) -> int:
     """Run an entry point: a fatal error becomes one line on stderr and exit status 1.
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from tributary_workers.cli.args import (
@@ -28,7 +27,7 @@ from tributary_workers.cli.args import (
     index_name,
     positive_int,
     require,
-    run_main,
+    worker_main,
 )
 from tributary_workers.contract import defaults
 from tributary_workers.contract import env as ENV
@@ -122,9 +121,7 @@ def _run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
-    return run_main(PROG, lambda: _run(args))
+    return worker_main(PROG, build_parser, _run, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from tributary_workers.cli.args import (
     index_name,
     positive_int,
     require,
-    run_main,
+    worker_main,
 )
 from tributary_workers.contract import defaults
 from tributary_workers.contract import env as ENV
@@ -130,9 +130,7 @@ def _run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
-    return run_main(PROG, lambda: _run(args))
+    return worker_main(PROG, build_parser, _run, argv)
 
 
 if __name__ == "__main__":

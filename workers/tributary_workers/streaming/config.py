@@ -7,8 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from tributary_workers.contract import defaults
-from tributary_workers.pipeline.chunker import ChunkerConfig
-from tributary_workers.pipeline.parsers import ParserOptions
+from tributary_workers.pipeline.settings import PipelineSettings
 from tributary_workers.streaming.queue import StreamNames
 
 
@@ -17,7 +16,7 @@ def default_consumer_name() -> str:
 
 
 @dataclass
-class StreamConfig:
+class StreamConfig(PipelineSettings):
     index: str
     redis_url: str
     milvus_uri: str
@@ -39,18 +38,7 @@ class StreamConfig:
     drain_timeout_s: float = defaults.DRAIN_TIMEOUT_S
     maintenance_interval_s: float = 2.0  # lag/pending gauges, safe trimming, routing generation
     dead_letter_maxlen: int = 100_000
-    model: str | None = None
-    dimension: int | None = None  # expected vector length, checked at warm-up
-    max_seq_length: int | None = None  # caps chunks below the model's limit
     embed_batch_size: int = defaults.STREAM_EMBED_BATCH_SIZE
-    device: str | None = None
-    chunking: ChunkerConfig = field(default_factory=ChunkerConfig)
-    parser: ParserOptions = field(default_factory=ParserOptions)
-    metric_type: str = defaults.METRIC_TYPE
-    index_type: str = defaults.INDEX_TYPE
-    index_params: dict = field(default_factory=dict)
-    db_name: str | None = None
-    replicas: int = defaults.REPLICAS
     # Fault injection for tests only: a pause between the writes and the acknowledgement, so a test
     # can kill or stop a worker while a written batch is still unacknowledged.
     ack_delay_s: float = field(default_factory=lambda: float(os.environ.get("TRIBUTARY_STREAM_ACK_DELAY_S") or 0))

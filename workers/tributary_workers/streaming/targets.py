@@ -17,7 +17,7 @@ from tributary_workers.ledger import open_ledger
 from tributary_workers.pipeline.indexer import DocResult, DocumentIndexer
 from tributary_workers.pipeline.parsers import Parser
 from tributary_workers.pipeline.sources import SourceError, open_source
-from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig
+from tributary_workers.pipeline.writer import MilvusWriter
 from tributary_workers.streaming.events import Event
 
 if TYPE_CHECKING:
@@ -82,11 +82,7 @@ class WriteTarget:
             return
         cfg = self.worker.config
         embedder, chunker = self.worker.model_stages(self.model)
-        writer = MilvusWriter(WriterConfig(
-            uri=cfg.milvus_uri, collection=self.collection, model_id=embedder.model_id,
-            dimension=embedder.dimension, metric_type=cfg.metric_type, index_type=cfg.index_type,
-            index_params=cfg.index_params, db_name=cfg.db_name, replicas=cfg.replicas,
-        ))
+        writer = MilvusWriter(cfg.writer_config(cfg.milvus_uri, self.collection, embedder))
         try:
             writer.warm_up()  # creates the collection when it does not exist
         except BaseException:

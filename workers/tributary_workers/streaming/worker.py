@@ -59,7 +59,6 @@ from tributary_workers.errors import one_line
 from tributary_workers.pipeline.chunker import Chunker
 from tributary_workers.pipeline.embedder import (
     Embedder,
-    EmbedderConfig,
     ModelNotFoundError,
     resolve_model,
 )
@@ -149,9 +148,7 @@ class StreamWorker:
         key = str(path)
         if key not in self._models:
             cfg = self.config
-            embedder = Embedder(EmbedderConfig(
-                model=model, batch_size=cfg.embed_batch_size, device=cfg.device,
-                dimension=cfg.dimension if model == cfg.model else None, max_seq_length=cfg.max_seq_length))
+            embedder = Embedder(cfg.embedder_config(cfg.embed_batch_size, model, other_model=model != cfg.model))
             embedder.warm_up()
             chunker = Chunker.for_model_path(embedder.model_path, cfg.chunking, embedder.max_seq_length)
             self._models[key] = (embedder, chunker)
