@@ -125,14 +125,15 @@ class PodWorker:
             run = slot.current
             if run is not None and run.running:
                 code = run.container.exit_code()
-                if code is not None:
-                    self._finish(slot, run, code, now)
-                elif self.deleting_since is not None and now >= self.kill_at and not run.killed:
-                    note(run.log_path, "grace period over: SIGKILL")
-                    run.container.signal(signal.SIGKILL)
-                    run.killed = True
-            elif self.deleting_since is None and not slot.done and now >= slot.next_start:
-                self._start(slot, now)
+                if code is None:
+                    if self.deleting_since is not None and now >= self.kill_at and not run.killed:
+                        note(run.log_path, "grace period over: SIGKILL")
+                        run.container.signal(signal.SIGKILL)
+                        run.killed = True
+                    continue
+                self._finish(slot, run, code, now)
+            if self.deleting_since is None and not slot.done and now >= slot.next_start:
+                self._start(slot, now)  # also a first restart, which has no back-off
 
     def delete(self, now: float, grace_cap: float | None = None) -> None:
         """The Pod is being deleted: SIGTERM now, SIGKILL once its grace period is over, no restarts."""
@@ -203,7 +204,8 @@ class PodWorker:
         slot.consecutive += 1
         slot.next_start = now + delay
         name = slot.spec["name"]
-        slot.waiting = ("CrashLoopBackOff", f"back-off {delay:g}s restarting failed container={name} pod={self.name}")
+        if delay:
+            slot.waiting = ("CrashLoopBackOff", f"back-off {delay:g}s restarting failed container={name} pod={self.name}")
         note(run.log_path, f"exited with code {code}; restarting in {delay:g}s (restartPolicy {self.policy})")
 
     def _base_env(self) -> dict[str, str]:
