@@ -39,10 +39,10 @@ control-plane:
 	@bash hack/build-control-plane.sh >/dev/null
 
 cluster-up: setup control-plane
-	PYTHONPATH=tests $(PY) -m testenv.control_plane up
+	PYTHONPATH=tests $(PY) -m testenv up
 
 cluster-down:
-	PYTHONPATH=tests $(PY) -m testenv.control_plane down
+	PYTHONPATH=tests $(PY) -m testenv down
 
 crds: setup
 	$(PY) -m tributary_operator.crdgen crds/

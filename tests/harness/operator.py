@@ -1,4 +1,4 @@
-"""The operator under test: `tributary operator` as a subprocess watching the test's namespace.
+"""The operator under test: `tributary-operator` as a subprocess watching the test's namespace.
 
 A subprocess (not kopf's in-thread runner) runs exactly what users run, and its logs are shown
 when a test fails.
@@ -36,7 +36,7 @@ def operator(kube, namespace, tmp_path, request) -> Iterator[OperatorProcess]:
     env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig), TRIBUTARY_RESYNC_SECONDS="1")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "tributary"), "operator", "--namespace", namespace,
+            [str(Path(sys.executable).parent / "tributary-operator"), "--namespace", namespace,
              "--metrics-port", "0", "--liveness", "", "--log-format", "plain", "--verbose"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )

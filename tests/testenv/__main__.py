@@ -77,7 +77,9 @@ def _status(data_dir: Path) -> int:
         pids = ", ".join(f"{p.name} pid {p.pid}" for p in plane.processes)
         print(f"up: {plane.server} ({pids}); kubeconfig {_shown(plane.kubeconfig)}")
         return 0
-    stale = " (stale state left behind: run `down`)" if plane.state_file.exists() else ""
+    dead = ", ".join(p.name for p in plane.dead())
+    stale = f" ({dead} exited; run `down`)" if dead else (" (stale state left behind: run `down`)"
+                                                          if plane.state_file.exists() else "")
     print(f"down{stale}")
     return 1
 

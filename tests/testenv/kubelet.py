@@ -71,6 +71,7 @@ class ProcessKubelet:
         self._workers: dict[str, PodWorker] = {}  # by Pod uid, while the Pod or its processes exist
         self._history: list[PodWorker] = []  # every Pod it ran, for the test hooks
         self._released: set[str] = set()
+        self._polls = 0
         self._lock = threading.RLock()
         self._ticked = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -200,6 +201,7 @@ class ProcessKubelet:
                     worker.sync(now)
                     if worker.finished_stopping():
                         del self._workers[uid]
+            self._polls += 1
             self._ticked.notify_all()
 
     def _sync(self, pod: dict[str, Any], served: set[str] | None, now: float) -> None:
@@ -322,6 +324,17 @@ class ProcessKubelet:
                             run.container.signal(sig)
                             return
         raise LookupError(f"Job {job_name!r} has no running process for index {index}")
+
+    def wait_polls(self, count: int = 2, timeout: float = 30) -> None:
+        """Wait until the pods thread has gone through `count` more polls: a barrier before asserting
+        that something did not happen (a Pod not run)."""
+        with self._ticked:
+            target, deadline = self._polls + count, time.monotonic() + timeout
+            while self._polls < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the process kubelet did not poll {count} times in {timeout}s")
+                self._ticked.wait(remaining)
 
     def wait_running(self, namespace: str, job_name: str, index: int, timeout: float = 60) -> Attempt:
         deadline = time.monotonic() + timeout

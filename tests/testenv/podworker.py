@@ -210,7 +210,9 @@ class PodWorker:
 
     def _base_env(self) -> dict[str, str]:
         venv_bin = str(Path(sys.executable).parent)  # the test virtualenv's tools come first
-        return {
+        # PYTHONPATH too, so pods of a worktree run its code as the tests' own process does.
+        inherited = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+        return inherited | {
             "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", os.defpath)]),
             "HOME": os.environ.get("HOME", str(self.directory)),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
