@@ -26,7 +26,6 @@ class ContainerView:
     """What the phase depends on, for one container."""
 
     running: bool
-    ever_ran: bool  # started at least once (a StartError is not running)
     exit_code: int | None  # of the last run, None while running or never run
     will_restart: bool  # it ended and restartPolicy (and no deletion) says it runs again
 
@@ -42,13 +41,13 @@ def backoff_delay(consecutive_restarts: int, initial: float = INITIAL_BACKOFF, c
 
 
 def pod_phase(containers: Sequence[ContainerView]) -> str:
-    """Pending until a container ran; Running while one runs or will restart; then Succeeded when
-    every container exited 0, else Failed."""
-    if any(c.running for c in containers):
+    """As kubelet's getPhase: Pending while a container has not started yet; Running while one runs
+    or will restart; then Succeeded when every container exited 0, else Failed."""
+    if any(not c.running and c.exit_code is None for c in containers):
+        return "Pending"
+    if any(c.running or c.will_restart for c in containers):
         return "Running"
-    if containers and all(c.exit_code is not None and not c.will_restart for c in containers):
-        return "Succeeded" if all(c.exit_code == 0 for c in containers) else "Failed"
-    return "Running" if any(c.ever_ran for c in containers) else "Pending"
+    return "Succeeded" if all(c.exit_code == 0 for c in containers) else "Failed"
 
 
 def terminated_reason(exit_code: int, start_error: bool) -> str:

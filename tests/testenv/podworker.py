@@ -233,7 +233,6 @@ class PodWorker:
             pending_restart = run is not None and not run.running and not slot.done
             views.append(ContainerView(
                 running=run is not None and run.running,
-                ever_ran=any(r.container is not None for r in slot.runs),
                 exit_code=run.exit_code if run is not None else None,
                 will_restart=pending_restart))  # fmt: skip
             statuses.append(self._container_status(slot, run, pending_restart))
