@@ -185,6 +185,8 @@ def test_a_missing_secret_holds_the_container_until_it_exists(kube, namespace, l
     wait_for(lambda: get(kube, namespace, "pod", "needs-secret")["status"].get("phase") == "Succeeded",
              timeout=30, message="needs-secret Succeeded")
     assert "token s3cret" in local_node.pod_logs("needs-secret")
+    described = kube.kubectl("-n", namespace, "describe", "pod", "needs-secret").stdout
+    assert "Started container main as pid" in described and "log: " in described  # where `kubectl logs` is not
 
 
 def test_a_namespace_delete_completes_and_stops_its_pods(kube, process_kubelet):

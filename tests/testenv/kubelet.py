@@ -215,7 +215,7 @@ class ProcessKubelet:
                 return
             if not ours or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 return
-            worker = PodWorker(pod, self.runtime, self._pod_dir(pod), self.kubeconfig, self._read_data)
+            worker = PodWorker(pod, self.runtime, self._pod_dir(pod), self.kubeconfig, self._read_data, self._event)
             self._workers[meta["uid"]] = worker
             self._history.append(worker)
         worker.pod = pod
@@ -254,6 +254,19 @@ class ProcessKubelet:
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise
+
+    def _event(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the Pod, as kubelet records them (`kubectl describe pod` shows it)."""
+        meta, now = pod["metadata"], datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {"metadata": {"generateName": f"{meta['name']}."}, "type": kind, "reason": reason,
+                 "message": message[:1024], "count": 1, "firstTimestamp": now, "lastTimestamp": now,
+                 "source": {"component": "kubelet", "host": NODE_NAME},
+                 "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": meta["namespace"],
+                                    "name": meta["name"], "uid": meta["uid"]}}
+        try:
+            self._rest.create(f"/api/v1/namespaces/{meta['namespace']}/events", event)
+        except ApiError as exc:  # an Event is a courtesy: never fail a Pod for it (its namespace may be going)
+            logger.warning("event %s on %s: %s", reason, meta["name"], exc)
 
     def _read_data(self, namespace: str, kind: str, name: str) -> dict[str, str] | None:
         plural = "secrets" if kind == "Secret" else "configmaps"

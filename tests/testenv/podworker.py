@@ -98,13 +98,14 @@ def note(log_path: Path, message: str) -> None:
 
 class PodWorker:
     def __init__(self, pod: dict[str, Any], runtime: Runtime, directory: Path, kubeconfig: Path,
-                 read: Callable[[str, str, str], dict[str, str] | None]) -> None:
+                 read: Callable[[str, str, str], dict[str, str] | None],
+                 event: Callable[[dict[str, Any], str, str, str], None] = lambda *_: None) -> None:
         meta, spec = pod["metadata"], pod["spec"]
         self.pod = pod
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.labels, self.annotations = dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
         self.runtime, self.directory, self.kubeconfig = runtime, directory, kubeconfig
-        self._read = read
+        self._read, self._event = read, event  # event(pod, type, reason, message): a Kubernetes Event
         self.policy = spec.get("restartPolicy", "Always")
         self.slots = [_Slot(container) for container in spec["containers"]]
         self.start_time = rfc3339()
@@ -150,6 +151,7 @@ class PodWorker:
             if run is not None and run.running:
                 note(run.log_path, f"Killing: SIGTERM (grace period {grace:g}s)")
                 run.container.signal(signal.SIGTERM)
+                self._event(self.pod, "Normal", "Killing", f"Stopping container {slot.spec['name']}")
 
     def finished_stopping(self) -> bool:
         return self.deleting_since is not None and not any(run.running for run in self.runs())
@@ -179,6 +181,7 @@ class PodWorker:
             container: Container | None = self.runtime.start(launch)
         except StartError as exc:
             note(log_path, f"StartError: {exc}")
+            self._event(self.pod, "Warning", "Failed", f"Error: {exc}")
             run = Run(self.name, log_path, message_path, None)
             run.message = str(exc)
             slot.runs.append(run)
@@ -188,6 +191,9 @@ class PodWorker:
         run.started_at = now
         slot.runs.append(run)
         note(log_path, f"Started container {spec['name']} (pid {container.pid}, run {number})")
+        # No `kubectl logs` (the process kubelet serves no API): the event says where the log is.
+        self._event(self.pod, "Normal", "Started", f"Started container {spec['name']} as pid {container.pid}; "
+                                                    f"log: {log_path}")
 
     def _finish(self, slot: _Slot, run: Run, code: int, now: float, start_error: bool = False) -> None:
         run.exit_code, run.finished = code, rfc3339()
