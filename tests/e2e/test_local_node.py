@@ -38,7 +38,8 @@ DRAINS = textwrap.dedent("""
     while True:
         time.sleep(0.1)
 """)
-IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+                   "time.sleep(120)")
 
 
 def container(script: str, **fields: Any) -> dict[str, Any]:
@@ -59,7 +60,8 @@ def pods(kube, namespace: str, selector: str = "") -> list[dict[str, Any]]:
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    found = [c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind and c["status"] == "True"]
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    found = [c for c in conditions if c["type"] == kind and c["status"] == "True"]
     return found[0] if found else None
 
 
@@ -94,7 +96,8 @@ def test_indexed_job_retries_per_index_and_fails_an_index_by_pod_failure_policy(
     assert (status["completedIndexes"], status["failedIndexes"], status["succeeded"]) == ("0,2", "1,3", 2)
     by_index: dict[str, list[dict]] = {}
     for item in pods(kube, namespace, "batch.kubernetes.io/job-name=idx"):
-        by_index.setdefault(item["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"], []).append(item)
+        index = item["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+        by_index.setdefault(index, []).append(item)
     assert {index: len(items) for index, items in by_index.items()} == {"0": 1, "1": 2, "2": 1, "3": 1}
     for index, items in by_index.items():
         for item in items:

@@ -109,7 +109,7 @@ class PodWorker:
         self.policy = spec.get("restartPolicy", "Always")
         self.slots = [_Slot(container) for container in spec["containers"]]
         self.start_time = rfc3339()
-        self.refused = "" if not spec.get("initContainers") else "init containers are not supported by the process kubelet"
+        self.refused = "init containers are not supported by the process kubelet" if spec.get("initContainers") else ""
         self.deleting_since: float | None = None
         self.kill_at = 0.0
         self.written: dict[str, Any] | None = None
@@ -211,7 +211,8 @@ class PodWorker:
         slot.next_start = now + delay
         name = slot.spec["name"]
         if delay:
-            slot.waiting = ("CrashLoopBackOff", f"back-off {delay:g}s restarting failed container={name} pod={self.name}")
+            message = f"back-off {delay:g}s restarting failed container={name} pod={self.name}"
+            slot.waiting = ("CrashLoopBackOff", message)
         note(run.log_path, f"exited with code {code}; restarting in {delay:g}s (restartPolicy {self.policy})")
 
     def _base_env(self) -> dict[str, str]:
@@ -246,9 +247,10 @@ class PodWorker:
         if self.finished_stopping():  # a deleted Pod ends terminal, also when a container never ran
             phase = "Succeeded" if all(v.exit_code == 0 for v in views) else "Failed"
         ready = phase == "Running" and all(v.running for v in views) and self.deleting_since is None
+        previous = (self.pod.get("status") or {}).get("conditions") or []
         status: dict[str, Any] = {
             "phase": phase,
-            "conditions": pod_conditions(phase, ready, rfc3339(), (self.pod.get("status") or {}).get("conditions") or []),
+            "conditions": pod_conditions(phase, ready, rfc3339(), previous),
             "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": self.start_time,

@@ -103,7 +103,8 @@ def test_environment_is_built_as_kubelet_builds_it():
         return data.get((kind, name))
 
     container = {
-        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}, {"secretRef": {"name": "gone", "optional": True}}],
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"},
+                    {"secretRef": {"name": "gone", "optional": True}}],
         "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
                 {"name": "ECHO", "value": "$(CFG_mode)-$(UNDEFINED)-$$(CFG_mode)"},
                 {"name": "INDEX", "valueFrom": {"fieldRef": {
