@@ -35,14 +35,18 @@ test-integration: setup control-plane
 test-e2e: setup control-plane
 	$(PY) -m pytest -m e2e tests
 
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler (and helm) from Go modules, cached
+# in .cache/control-plane/ (docs/local-control-plane.md).
 control-plane:
 	@bash hack/build-control-plane.sh >/dev/null
 
+# A local Kubernetes in the background: the four binaries plus the process kubelet (test
+# infrastructure: Pods run as local processes); state and logs in .local-cluster/.
 cluster-up: setup control-plane
-	PYTHONPATH=tests $(PY) -m testenv.control_plane up
+	PYTHONPATH=tests $(PY) -m testenv up
 
 cluster-down:
-	PYTHONPATH=tests $(PY) -m testenv.control_plane down
+	PYTHONPATH=tests $(PY) -m testenv down
 
 crds: setup
 	$(PY) -m tributary_operator.crdgen crds/

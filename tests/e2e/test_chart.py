@@ -24,6 +24,7 @@ import pytest
 import yaml
 from harness.helm import CHART, helm_binary, render
 from harness.waiting import wait_for
+from testenv.kubelet import NODE_NAME
 from tributary_workers.localservers import stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,8 +164,11 @@ def test_watch_namespaces_install(kube, helm, namespace, other_namespace, releas
     assert missing.returncode != 0 and "NotFound" in missing.stderr
 
 
-def test_helm_install_upgrade_uninstall(kube, helm, namespace, release, tmp_path):
-    """The real thing: helm talks to the API server (release Secret, CRDs from crds/, hooks-free)."""
+def test_helm_install_upgrade_uninstall(kube, helm, namespace, release, tmp_path, process_kubelet):
+    """The real thing: helm talks to the API server (release Secret, CRDs from crds/, hooks-free).
+
+    The operator's pod is scheduled to the process kubelet but never run: this namespace is not
+    handed to it (harness/node.py), so it cannot reconcile other tests' objects or bind 8080/9090."""
     env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig), HELM_CACHE_HOME=str(tmp_path / "cache"),
                HELM_CONFIG_HOME=str(tmp_path / "config"), HELM_DATA_HOME=str(tmp_path / "data"))
 
@@ -177,6 +181,13 @@ def test_helm_install_upgrade_uninstall(kube, helm, namespace, release, tmp_path
     assert "STATUS: deployed" in run("status", release, "--namespace", namespace)
     deployment = get_json(kube, namespace, "deployment", f"{release}-tributary-operator")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["command"] == ["tributary-operator"]
+    operator_pod = wait_for(lambda: [p for p in get_json(kube, namespace, "pods")["items"]
+                                     if p["spec"].get("nodeName") == NODE_NAME], timeout=60,
+                            message="the operator's pod bound to the process kubelet")[0]
+    process_kubelet.wait_polls(2)
+    status = get_json(kube, namespace, "pod", operator_pod["metadata"]["name"])["status"]
+    assert status["phase"] == "Pending" and "containerStatuses" not in status, status
+    assert process_kubelet.pods(namespace) == []
 
     run("upgrade", release, str(CHART), "--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}")
     args = get_json(kube, namespace, "deployment", f"{release}-tributary-operator")[

@@ -1,5 +1,6 @@
-"""IngestionJob end to end: real kube-apiserver, the operator, the local process node running the
-worker pods, a real milvus-lite server and redis-server."""
+"""IngestionJob end to end: the real control plane (apiserver, Job controller, garbage collector,
+scheduler), the operator, the process kubelet running the worker pods, a real milvus-lite server
+and redis-server. Waits allow for the Job controller's 10 s back-off before a failed index is retried."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import signal
 
 import pytest
+from tributary_workers.localservers import stop
 import yaml
 from harness.corpus import make_corpus, paragraph
 from harness.waiting import wait_for
@@ -22,6 +24,10 @@ def get_ij(kube, namespace, name="docs") -> dict:
 
 def jobs(kube, namespace) -> list[dict]:
     return json.loads(kube.kubectl("-n", namespace, "get", "jobs", "-o", "json").stdout)["items"]
+
+
+def pods(kube, namespace) -> list[dict]:
+    return json.loads(kube.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"]
 
 
 def apply(kube, namespace, manifest: dict) -> None:
@@ -100,10 +106,16 @@ def test_ingestion_job_runs_sharded_and_reports(kube, namespace, operator, local
     printed = kube.kubectl("-n", namespace, "get", "ij").stdout
     assert "Succeeded" in printed and "16/16" in printed
 
-    # deleting the IngestionJob removes its Job (and so its pods) and the checkpoint ConfigMap
+    # Each shard's JSON report reached its pod's termination message (the errors work reads these).
+    reports = [json.loads(p["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+               for p in pods(kube, namespace)]
+    assert sorted(r["documents_total"] for r in reports) == sorted(s["documentsDone"] for s in status["shards"])
+
+    # deleting the IngestionJob removes its Job, its pods (garbage collection) and the checkpoint ConfigMap
     kube.kubectl("-n", namespace, "delete", "ingestionjob", "docs", "--wait=true", "--timeout=60s")
     assert jobs(kube, namespace) == []
     assert "checkpoints" not in kube.kubectl("-n", namespace, "get", "configmaps").stdout
+    wait_for(lambda: pods(kube, namespace) == [], timeout=60, message="the run's pods deleted")
 
 
 def shard_checkpoint(kube, namespace, run, index) -> dict:
@@ -157,3 +169,47 @@ def test_suspend_and_resume(kube, namespace, operator, local_node, redis_secret,
     ij = wait_phase(kube, namespace, {"Succeeded", "PartiallySucceeded", "Failed"}, timeout=240)
     assert ij["status"]["phase"] == "Succeeded" and ij["status"]["documentsSucceeded"] == 6
     assert len(jobs(kube, namespace)) == 1, "suspend/resume must not start another run"
+
+
+def test_deleting_an_ingestion_job_cascades_by_garbage_collection_alone(kube, namespace, operator, local_node,
+                                                                        redis_secret, milvus_server,
+                                                                        collection_name, tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 40, paragraphs=24)  # long enough to still run when it is deleted
+    apply(kube, namespace, ingestion_job(corpus, milvus_server.uri, collection_name, maxConcurrency=1))
+    run = wait_for(lambda: jobs(kube, namespace) and jobs(kube, namespace)[0]["metadata"]["name"], timeout=30,
+                   message="worker Job")
+    local_node.wait_running(run, 0, timeout=60)
+    # The operator's delete handler is out of the game: the operator is stopped and its finalizer
+    # removed, so only owner references and the garbage collector remove the children.
+    stop(operator.proc)
+    kube.kubectl("-n", namespace, "delete", "ingestionjob", "docs", "--wait=false")
+    kube.kubectl("-n", namespace, "patch", "ingestionjob", "docs", "--type=merge", "-p",
+                 '{"metadata":{"finalizers":null}}')
+    wait_for(lambda: jobs(kube, namespace) == [] and pods(kube, namespace) == [], timeout=90, interval=0.5,
+             message="Job and pods garbage-collected")
+    assert "checkpoints" not in kube.kubectl("-n", namespace, "get", "configmaps").stdout
+    assert not any(a.running for index in (0, 1) for a in local_node.attempts(run, index))
+
+
+def test_a_run_whose_job_expired_by_ttl_is_not_started_again(kube, namespace, operator, local_node, redis_secret,
+                                                             milvus_server, collection_name, tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 4, paragraphs=1)
+    apply(kube, namespace, ingestion_job(corpus, milvus_server.uri, collection_name, ttlSecondsAfterFinished=0))
+    run = wait_for(lambda: jobs(kube, namespace) and jobs(kube, namespace)[0]["metadata"]["name"], timeout=30,
+                   message="worker Job")
+    wait_for(lambda: jobs(kube, namespace) == [], timeout=180, interval=0.5, message="the TTL controller deleted it")
+    ij = wait_phase(kube, namespace, {"Succeeded", "PartiallySucceeded", "Failed"}, timeout=60)
+    assert ij["status"]["jobName"] == run
+    failed = [c for c in ij["status"]["conditions"] if c["type"] == "Failed" and c["status"] == "True"]
+    # Recorded in time (the interim SuccessCriteriaMet counts), or honestly reported as lost.
+    assert ij["status"]["phase"] == "Succeeded" or failed[0]["reason"] == "RunLost", ij["status"]
+
+    def resyncs() -> int:
+        return operator.logs().count("Timer 'resync' succeeded")
+
+    seen = resyncs()
+    wait_for(lambda: resyncs() >= seen + 2, timeout=30, message="two more resyncs of the IngestionJob")
+    assert jobs(kube, namespace) == []
+    assert operator.logs().count("started run") == 1, "the expired run must not be started again"

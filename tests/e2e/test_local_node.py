@@ -1,310 +1,226 @@
-"""The local process node runs Jobs and Deployments as a kubelet + controllers would, against the real apiserver.
+"""Kubernetes' own controllers and scheduler, with the process kubelet running the Pods: the
+semantics the operator relies on (per-index Job retries, podFailurePolicy, SIGTERM then SIGKILL
+after the grace period, restart back-off, namespace deletion) and the kubelet's own contract.
 
-Pods are small `python -c` scripts: the node resolves `python` on a PATH that starts with the
-virtualenv's bin folder. Scripts report through files in the test's tmp_path, passed as args.
+Pods are small `python -c` scripts: the kubelet resolves `python` on a PATH that starts with the
+virtualenv's bin folder.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
+import secrets
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
+import yaml
 from harness.waiting import wait_for
-from kubernetes import client
-from testenv.local_node import (
-    COMPLETION_INDEX_KEY,
-    LocalProcessNode,
-    format_indexes,
-    parse_indexes,
-)
+from testenv.kubelet import CAPACITY, NODE_NAME, SERVE_LABEL
 
-# Records what an index saw: its environment, argv, working directory and when it ran.
-RECORD_ENVIRONMENT = textwrap.dedent("""
-    import json, os, sys, time
-    started = time.time()
-    time.sleep(0.5)
-    seen = {key: os.environ.get(key) for key in (
-        "JOB_COMPLETION_INDEX", "TOKEN", "MODE", "CFG_mode", "CFG_greeting", "ECHO", "POD_NAME",
-        "INDEX_ANNOTATION", "ABSENT", "KUBECONFIG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HOSTNAME")}
-    seen.update(arg=sys.argv[2], cwd=os.getcwd(), started=started, ended=time.time())
-    with open(os.path.join(sys.argv[1], os.environ["JOB_COMPLETION_INDEX"] + ".json"), "w") as out:
-        json.dump(seen, out)
+# Index 1 always fails with 1 (retried); index 3 fails with 42, which the podFailurePolicy says a
+# retry cannot fix. Every index writes its termination message through a mapped path.
+INDEXED = textwrap.dedent("""
+    import os, sys
+    index = os.environ["JOB_COMPLETION_INDEX"]
+    with open(os.environ["REPORT_FILE"], "w") as out:
+        out.write(f"index {index} of pod {os.environ['POD_NAME']}")
+    sys.exit({"1": 1, "3": 42}.get(index, 0))
 """)
-# The first attempt of each index runs until it is stopped; a retry succeeds at once.
-FIRST_ATTEMPT_HANGS = textwrap.dedent("""
-    import os, pathlib, sys, time
-    marker = pathlib.Path(sys.argv[1]) / ("started-" + os.environ["JOB_COMPLETION_INDEX"])
-    if marker.exists():
+# Says when SIGTERM arrives and exits 0 shortly after, as a draining worker would.
+DRAINS = textwrap.dedent("""
+    import os, signal, sys, time
+    def drain(*_):
+        print("got SIGTERM in", os.environ["POD_NAME"], flush=True)
+        time.sleep(0.3)
         sys.exit(0)
-    marker.touch()
-    time.sleep(60)
+    signal.signal(signal.SIGTERM, drain)
+    print("serving as", os.environ["POD_NAME"], flush=True)
+    while True:
+        time.sleep(0.1)
 """)
-HANGS = "import time; time.sleep(60)"
-IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+                   "time.sleep(120)")
 
 
-@pytest.fixture
-def api(kube) -> Iterator[client.ApiClient]:
-    with kube.api_client() as api_client:
-        yield api_client
+def container(script: str, **fields: Any) -> dict[str, Any]:
+    return {"name": "main", "image": "unused.invalid/pod", "command": ["python", "-c", script], **fields}
 
 
-def container(script: str, *args: str, **fields: Any) -> dict[str, Any]:
-    return {"name": "main", "image": "unused.invalid/pod", "command": ["python", "-c", script, *args], **fields}
+def apply(kube, namespace: str, manifest: dict[str, Any]) -> None:
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(manifest))
 
 
-def create_job(api, namespace: str, name: str, main: dict[str, Any], **spec: Any) -> None:
-    """An Indexed Job (unless spec says otherwise) of one completion, running `main`."""
-    spec = {"completionMode": "Indexed", "completions": 1, "parallelism": 1, **spec}
-    spec["template"] = {"spec": {"restartPolicy": "Never", "containers": [main]}}
-    client.BatchV1Api(api).create_namespaced_job(namespace, {"metadata": {"name": name}, "spec": spec})
+def get(kube, namespace: str, *what: str) -> dict[str, Any]:
+    return json.loads(kube.kubectl("-n", namespace, "get", *what, "-o", "json").stdout)
 
 
-def read_job(api, namespace: str, name: str) -> dict[str, Any]:
-    return json.loads(client.BatchV1Api(api).read_namespaced_job(name, namespace, _preload_content=False).data)
+def pods(kube, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    args = ("pods", "-l", selector) if selector else ("pods",)
+    return get(kube, namespace, *args)["items"]
 
 
-def condition(job: dict[str, Any], kind: str) -> dict[str, str] | None:
-    return next((c for c in job.get("status", {}).get("conditions", []) if c["type"] == kind), None)
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    found = [c for c in conditions if c["type"] == kind and c["status"] == "True"]
+    return found[0] if found else None
 
 
-def wait_for_condition(api, namespace: str, name: str, kind: str, status: str = "True", timeout: float = 30) -> dict:
-    """The Job once it has the condition; the Job as it last was is in the failure message."""
+def pod(name: str, script: str, restart: str = "Never", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": restart, "containers": [container(script)], **spec}}
 
-    def reached() -> dict[str, Any] | None:
-        job = read_job(api, namespace, name)
-        found = condition(job, kind)
-        return job if found and found["status"] == status else None
 
+def test_the_node_is_registered_with_capacity_and_a_heartbeat_lease(kube, local_node):
+    node = json.loads(kube.kubectl("get", "node", NODE_NAME, "-o", "json").stdout)
+    assert node["status"]["allocatable"]["cpu"] == CAPACITY["cpu"]
+    assert node["status"]["allocatable"]["memory"] == CAPACITY["memory"]
+    assert condition(node, "Ready")["reason"] == "KubeletReady"
+    lease = json.loads(kube.kubectl("-n", "kube-node-lease", "get", "lease", NODE_NAME, "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"] == NODE_NAME and lease["spec"]["renewTime"]
+    assert lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
+
+
+def test_indexed_job_retries_per_index_and_fails_an_index_by_pod_failure_policy(kube, namespace, local_node):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "idx"}, "spec": {
+        "completionMode": "Indexed", "completions": 4, "parallelism": 4, "backoffLimitPerIndex": 1,
+        "podFailurePolicy": {"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [42]}}]},
+        "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [container(
+            INDEXED, env=[{"name": "REPORT_FILE", "value": "/dev/termination-log"},
+                          {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])]}}}}
+    apply(kube, namespace, job)
+    # The Job controller retries a failed index after its 10 s back-off: one retry fits in 60 s.
+    done = wait_for(lambda: (j := get(kube, namespace, "job", "idx")) and condition(j, "Failed") and j,
+                    timeout=90, interval=0.5, message="Job idx Failed")
+    status = done["status"]
+    assert condition(done, "Failed")["reason"] == "FailedIndexes"
+    assert (status["completedIndexes"], status["failedIndexes"], status["succeeded"]) == ("0,2", "1,3", 2)
+    by_index: dict[str, list[dict]] = {}
+    for item in pods(kube, namespace, "batch.kubernetes.io/job-name=idx"):
+        index = item["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+        by_index.setdefault(index, []).append(item)
+    assert {index: len(items) for index, items in by_index.items()} == {"0": 1, "1": 2, "2": 1, "3": 1}
+    for index, items in by_index.items():
+        for item in items:
+            terminated = item["status"]["containerStatuses"][0]["state"]["terminated"]
+            assert terminated["exitCode"] == {"1": 1, "3": 42}.get(index, 0)
+            assert terminated["message"] == f"index {index} of pod {item['metadata']['name']}"
+            assert item["status"]["phase"] == ("Succeeded" if index in "02" else "Failed")
+    assert [a.exit_code for a in local_node.attempts("idx", 1)] == [1, 1]
+
+
+def test_a_deployment_scaled_down_sends_sigterm_and_its_pods_exit_within_the_grace_period(kube, namespace, local_node):
+    labels = {"app": "drain"}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "drain"}, "spec": {
+        "replicas": 3, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+            "terminationGracePeriodSeconds": 10, "containers": [container(DRAINS, env=[
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])]}}}}
+    apply(kube, namespace, deployment)
+    wait_for(lambda: get(kube, namespace, "deployment", "drain")["status"].get("readyReplicas") == 3,
+             timeout=60, message="3 replicas ready")
+    before = {p["metadata"]["name"] for p in pods(kube, namespace, "app=drain")}
+    replicaset = get(kube, namespace, "replicasets")["items"][0]
+    assert replicaset["metadata"]["ownerReferences"][0]["name"] == "drain"  # a real ReplicaSet
+
+    kube.kubectl("-n", namespace, "scale", "deployment", "drain", "--replicas=1")
+    wait_for(lambda: len(pods(kube, namespace, "app=drain")) == 1, timeout=30, message="scaled to one pod")
+    (kept,) = {p["metadata"]["name"] for p in pods(kube, namespace, "app=drain")}
+    removed = before - {kept}
+    assert len(removed) == 2
+    for name in removed:
+        log = local_node.pod_logs(name)
+        assert f"got SIGTERM in {name}" in log and "SIGKILL" not in log, log
+        (run,) = [r for w in local_node.kubelet.pods(namespace) if w.name == name for r in w.runs()]
+        assert run.exit_code == 0
+    survivor = [p for p in pods(kube, namespace, "app=drain")][0]
+    assert survivor["status"]["phase"] == "Running" and condition(survivor, "Ready")
+
+
+def test_a_pod_that_ignores_sigterm_is_killed_after_its_grace_period(kube, namespace, local_node):
+    apply(kube, namespace, pod("stubborn", IGNORES_SIGTERM, terminationGracePeriodSeconds=2))
+    wait_for(lambda: "up" in local_node.pod_logs("stubborn"), timeout=60, message="stubborn started")
+    kube.kubectl("-n", namespace, "delete", "pod", "stubborn", "--wait=true", "--timeout=30s")
+    (run,) = [r for w in local_node.kubelet.pods(namespace) for r in w.runs()]
+    assert run.exit_code == 137  # SIGKILL
+    log = local_node.pod_logs("stubborn")
+    assert "Killing: SIGTERM (grace period 2s)" in log and "grace period over: SIGKILL" in log
+
+
+def test_restart_policy_on_failure_restarts_with_back_off(kube, namespace, local_node):
+    apply(kube, namespace, pod("crash", "import sys; sys.exit(3)", restart="OnFailure"))
+
+    def backing_off():
+        status = get(kube, namespace, "pod", "crash")["status"]
+        (container_status,) = status.get("containerStatuses") or [{}]
+        waiting = (container_status.get("state") or {}).get("waiting") or {}
+        return waiting.get("reason") == "CrashLoopBackOff" and status
+
+    status = wait_for(backing_off, timeout=60, message="crash in CrashLoopBackOff")
+    container_status = status["containerStatuses"][0]
+    assert status["phase"] == "Running"  # restarting is not finished
+    assert container_status["restartCount"] >= 1  # the first restart is immediate, then 10 s, 20 s...
+    assert container_status["lastState"]["terminated"]["exitCode"] == 3
+    assert "back-off 10s" in container_status["state"]["waiting"]["message"]
+
+
+def test_a_command_not_on_path_fails_with_start_error(kube, namespace, local_node):
+    manifest = pod("missing", "")
+    manifest["spec"]["containers"][0]["command"] = ["no-such-command-anywhere"]
+    apply(kube, namespace, manifest)
+    status = wait_for(lambda: (s := get(kube, namespace, "pod", "missing")["status"]).get("phase") == "Failed" and s,
+                      timeout=60, message="missing Failed")
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("StartError", 128)
+    assert 'exec: "no-such-command-anywhere": executable file not found in $PATH' in terminated["message"]
+
+
+def test_a_missing_secret_holds_the_container_until_it_exists(kube, namespace, local_node):
+    manifest = pod("needs-secret", "import os; print('token', os.environ['TOKEN'])")
+    manifest["spec"]["containers"][0]["env"] = [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}]
+    apply(kube, namespace, manifest)
+
+    def waiting_reason():
+        statuses = get(kube, namespace, "pod", "needs-secret")["status"].get("containerStatuses") or [{}]
+        return ((statuses[0].get("state") or {}).get("waiting") or {}).get("reason")
+
+    wait_for(lambda: waiting_reason() == "CreateContainerConfigError", timeout=60, message="config error")
+    kube.kubectl("-n", namespace, "create", "secret", "generic", "later", "--from-literal=token=s3cret")
+    wait_for(lambda: get(kube, namespace, "pod", "needs-secret")["status"].get("phase") == "Succeeded",
+             timeout=30, message="needs-secret Succeeded")
+    assert "token s3cret" in local_node.pod_logs("needs-secret")
+    described = kube.kubectl("-n", namespace, "describe", "pod", "needs-secret").stdout
+    assert "Started container main as pid" in described and "log: " in described  # where `kubectl logs` is not
+
+
+def test_a_namespace_delete_completes_and_stops_its_pods(kube, process_kubelet):
+    name = f"t-ns-delete-{secrets.token_hex(3)}"
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl("label", "namespace", name, f"{SERVE_LABEL}=run")
+    wait_for(lambda: kube.kubectl("-n", name, "get", "sa", "default", check=False).returncode == 0, timeout=30)
+    apply(kube, name, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
+        "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+            "terminationGracePeriodSeconds": 5, "containers": [container(DRAINS, env=[
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])]}}}})
+    wait_for(lambda: any(r.running for w in process_kubelet.pods(name) for r in w.runs()), timeout=60,
+             message="web running")
+    kube.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", timeout=130)
+    assert kube.kubectl("get", "namespace", name, check=False).returncode != 0
+    runs = [r for w in process_kubelet.pods(name) for r in w.runs()]
+    assert runs and all(not r.running and r.exit_code == 0 for r in runs)
+
+
+def test_pods_in_namespaces_not_handed_to_the_kubelet_never_run(kube, namespace, process_kubelet, local_node):
+    other = f"{namespace}-off"
+    kube.kubectl("create", "namespace", other)
     try:
-        return wait_for(reached, timeout, message=f"Job {name} {kind}={status}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nlast status: {read_job(api, namespace, name).get('status')}") from None
-
-
-def counts(status: dict[str, Any], *fields: str) -> tuple[int, ...]:
-    """Status counters; the apiserver omits those that are zero."""
-    return tuple(status.get(name, 0) for name in fields)
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in {"Z", "X"}
-
-
-def test_index_text_format_matches_kubernetes():
-    assert format_indexes([]) == ""
-    assert format_indexes([0, 1, 2]) == "0-2"
-    assert format_indexes([5, 0, 1, 3, 4, 7, 8, 9]) == "0,1,3-5,7-9"
-    assert parse_indexes("0,1,3-5,7-9") == {0, 1, 3, 4, 5, 7, 8, 9}
-
-
-def test_indexed_job_gets_its_index_and_environment_and_respects_parallelism(
-    kube, api, namespace, local_node, tmp_path
-):
-    core = client.CoreV1Api(api)
-    core.create_namespaced_secret(namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cret"}})
-    settings = {"mode": "fast", "greeting": "hi"}
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "settings"}, "data": settings})
-    env = [
-        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
-        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
-        {"name": "ECHO", "value": "$(MODE)-$(MODE) $$(MODE)"},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "INDEX_ANNOTATION",
-         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_KEY}']"}}},
-        {"name": "ABSENT", "valueFrom": {"secretKeyRef": {"name": "no-such-secret", "key": "k", "optional": True}}},
-    ]  # fmt: skip
-    env_from = [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}]
-    main = container(RECORD_ENVIRONMENT, str(tmp_path), "index=$(JOB_COMPLETION_INDEX)", env=env, envFrom=env_from)
-    create_job(api, namespace, "shards", main, completions=3, parallelism=2)
-
-    job = wait_for_condition(api, namespace, "shards", "Complete")
-
-    status = job["status"]
-    assert status["completedIndexes"] == "0-2"
-    assert counts(status, "succeeded", "failed", "active") == (3, 0, 0)
-    assert condition(job, "SuccessCriteriaMet")["status"] == "True"
-    assert status["completionTime"] >= status["startTime"]
-    records = {index: json.loads((tmp_path / f"{index}.json").read_text()) for index in range(3)}
-    for index, seen in records.items():
-        assert seen["JOB_COMPLETION_INDEX"] == seen["INDEX_ANNOTATION"] == str(index)
-        assert seen["arg"] == f"index={index}"
-        assert (seen["TOKEN"], seen["MODE"], seen["CFG_mode"], seen["CFG_greeting"]) == ("s3cret", "fast", "fast", "hi")
-        assert seen["ECHO"] == "fast-fast $(MODE)"
-        assert seen["POD_NAME"].startswith(f"shards-{index}-") and seen["HOSTNAME"] == seen["POD_NAME"]
-        assert seen["ABSENT"] is None
-        assert seen["KUBECONFIG"] == str(kube.kubeconfig)
-        assert seen["HF_HUB_OFFLINE"] == seen["TRANSFORMERS_OFFLINE"] == "1"
-        assert [attempt.exit_code for attempt in local_node.attempts("shards", index)] == [0]
-    assert len({seen["cwd"] for seen in records.values()}) == 3
-    # At most two ran at once, and two did: parallelism is a limit the node uses.
-    edges = sorted((t, step) for seen in records.values() for t, step in ((seen["started"], 1), (seen["ended"], -1)))
-    running = [sum(step for _, step in edges[: i + 1]) for i in range(len(edges))]
-    assert max(running) == 2
-
-
-def test_failing_index_is_retried_up_to_its_backoff_limit_then_fails_the_job(api, namespace, local_node):
-    script = "import os, sys; index = os.environ['JOB_COMPLETION_INDEX']; print('index', index); sys.exit(index == '1')"
-    create_job(api, namespace, "flaky", container(script), completions=2, parallelism=2, backoffLimitPerIndex=1)
-
-    job = wait_for_condition(api, namespace, "flaky", "Failed")
-
-    assert [attempt.exit_code for attempt in local_node.attempts("flaky", 0)] == [0]
-    assert [attempt.exit_code for attempt in local_node.attempts("flaky", 1)] == [1, 1]
-    assert local_node.log("flaky", 1) == "index 1\n"
-    status = job["status"]
-    assert (status["completedIndexes"], status["failedIndexes"]) == ("0", "1")
-    assert counts(status, "succeeded", "failed", "active") == (1, 2, 0)
-    assert condition(job, "FailureTarget")["reason"] == condition(job, "Failed")["reason"] == "FailedIndexes"
-    assert condition(job, "Complete") is None
-
-
-def test_a_killed_pod_is_retried_and_the_job_completes(api, namespace, local_node, tmp_path):
-    create_job(api, namespace, "victim", container(FIRST_ATTEMPT_HANGS, str(tmp_path)))
-    first = local_node.wait_running("victim", 0, timeout=30)
-    wait_for(lambda: (tmp_path / "started-0").exists(), 10, message="first attempt under way")
-
-    local_node.kill("victim", 0)
-
-    job = wait_for_condition(api, namespace, "victim", "Complete")
-    assert [attempt.exit_code for attempt in local_node.attempts("victim", 0)] == [128 + signal.SIGKILL, 0]
-    assert counts(job["status"], "failed", "succeeded") == (1, 1)
-    assert process_gone(first.pid)
-
-
-def test_suspend_stops_the_pods_and_resume_runs_what_is_left(api, namespace, local_node, tmp_path):
-    create_job(api, namespace, "pausable", container(FIRST_ATTEMPT_HANGS, str(tmp_path)), completions=2, parallelism=2)
-    pids = [local_node.wait_running("pausable", index, timeout=30).pid for index in range(2)]
-    wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, 10, message="first attempts under way")
-    batch = client.BatchV1Api(api)
-
-    batch.patch_namespaced_job("pausable", namespace, {"spec": {"suspend": True}})
-
-    wait_for_condition(api, namespace, "pausable", "Suspended")
-    wait_for(lambda: all(map(process_gone, pids)), 10, message="suspended pods stopped")
-    status = wait_for(lambda: (s := read_job(api, namespace, "pausable")["status"])["terminating"] == 0 and s, 10)
-    assert counts(status, "active", "ready") == (0, 0)
-    assert "startTime" not in status  # cleared while suspended, as the Job controller does
-
-    batch.patch_namespaced_job("pausable", namespace, {"spec": {"suspend": False}})
-
-    job = wait_for_condition(api, namespace, "pausable", "Complete")
-    assert condition(job, "Suspended")["status"] == "False"
-    assert condition(job, "Suspended")["reason"] == "JobResumed"
-    # Pods stopped by a suspension are not failures; each index ran once more.
-    assert counts(job["status"], "failed", "succeeded") == (0, 2)
-    assert job["status"]["completedIndexes"] == "0,1"
-    assert [len(local_node.attempts("pausable", index)) for index in range(2)] == [2, 2]
-
-
-def test_deleting_a_job_ends_its_processes(kube, api, namespace, local_node):
-    for name in ("by-kubectl", "by-client"):
-        create_job(api, namespace, name, container(HANGS))
-    pids = [local_node.wait_running(name, 0, timeout=30).pid for name in ("by-kubectl", "by-client")]
-
-    kube.kubectl("delete", "job", "by-kubectl", "--namespace", namespace, "--wait=false")
-    # The Python client's default propagation for Jobs is `orphan`: the Job keeps a deletionTimestamp
-    # and the orphan finalizer forever, as no garbage collector runs here. It counts as deleted.
-    client.BatchV1Api(api).delete_namespaced_job("by-client", namespace)
-
-    wait_for(lambda: all(map(process_gone, pids)), 15, message="processes of deleted Jobs gone")
-
-
-def test_active_deadline_kills_the_pods_and_fails_the_job(api, namespace, local_node):
-    create_job(api, namespace, "slow", container(HANGS), activeDeadlineSeconds=1)
-    pid = local_node.wait_running("slow", 0, timeout=30).pid
-
-    job = wait_for_condition(api, namespace, "slow", "Failed")
-
-    assert condition(job, "Failed")["reason"] == "DeadlineExceeded"
-    assert job["status"]["failed"] == 1
-    assert process_gone(pid)
-
-
-def test_a_container_without_command_fails_with_a_clear_message_counted_by_backoff_limit(api, namespace, local_node):
-    no_command = {"name": "main", "image": "unused.invalid/pod"}
-    create_job(api, namespace, "no-command", no_command, completionMode="NonIndexed", backoffLimit=1)
-
-    job = wait_for_condition(api, namespace, "no-command", "Failed")
-
-    assert condition(job, "Failed")["reason"] == "BackoffLimitExceeded"
-    assert job["status"]["failed"] == 2
-    assert "completedIndexes" not in job["status"]  # NonIndexed
-    assert [attempt.exit_code for attempt in local_node.attempts("no-command", 0)] == [128, 128]
-    assert "has no `command`" in local_node.log("no-command", 0)
-
-
-def test_a_pod_waits_for_a_missing_secret_then_runs(api, namespace, local_node):
-    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}]
-    create_job(api, namespace, "patient", container("import os, sys; sys.exit(os.environ['TOKEN'] != 'ok')", env=env))
-
-    # Like kubelet's CreateContainerConfigError: the pod is pending (active, not ready), not failed.
-    wait_for(lambda: "Secret 'later' not found" in local_node.log("patient", 0), 10, message="waiting noted")
-    status = wait_for(lambda: read_job(api, namespace, "patient").get("status"), 10)
-    assert counts(status, "active", "ready", "failed") == (1, 0, 0)
-    assert local_node.attempts("patient", 0)[0].pid is None
-
-    secret = {"metadata": {"name": "later"}, "stringData": {"token": "ok"}}
-    client.CoreV1Api(api).create_namespaced_secret(namespace, secret)
-
-    job = wait_for_condition(api, namespace, "patient", "Complete")
-    assert counts(job["status"], "failed", "succeeded") == (0, 1)
-
-
-def test_deployment_runs_its_replicas_restarts_them_and_scales(api, namespace, local_node, tmp_path):
-    apps = client.AppsV1Api(api)
-    seen = tmp_path / "pod-names"
-    seen.mkdir()
-    script = "import os, sys, time; open(os.path.join(sys.argv[1], os.environ['POD_NAME']), 'a'); time.sleep(60)"
-    env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
-    pod_spec = {"containers": [container(script, str(seen), env=env)]}
-    template = {"metadata": {"labels": {"app": "gateway"}}, "spec": pod_spec}
-    spec = {"replicas": 2, "selector": {"matchLabels": {"app": "gateway"}}, "template": template}
-    apps.create_namespaced_deployment(namespace, {"metadata": {"name": "gateway"}, "spec": spec})
-
-    def status() -> dict[str, Any]:
-        return json.loads(apps.read_namespaced_deployment(
-            "gateway", namespace, _preload_content=False).data).get("status", {})  # fmt: skip
-
-    wait_for(lambda: status().get("readyReplicas") == 2, 15, message="2 ready replicas")
-    processes = local_node.deployment_processes("gateway")
-    assert len(processes) == 2
-    pod_names = sorted(p.pod_name for p in processes)
-    wait_for(lambda: sorted(path.name for path in seen.iterdir()) == pod_names, 10, message="each saw its POD_NAME")
-    assert (status()["availableReplicas"], status()["updatedReplicas"], status()["observedGeneration"]) == (2, 2, 1)
-
-    os.kill(processes[0].pid, signal.SIGKILL)  # a crashed container restarts in the same pod
-    restarted = wait_for(
-        lambda: [p for p in local_node.deployment_processes("gateway") if p.number == 1], 15, message="restart"
-    )
-    assert restarted[0].pod_name == processes[0].pod_name
-
-    apps.patch_namespaced_deployment("gateway", namespace, {"spec": {"replicas": 1}})
-
-    wait_for(lambda: status().get("readyReplicas") == 1 and status()["observedGeneration"] == 2, 15, message="scaled")
-    assert [p.pod_name for p in local_node.deployment_processes("gateway")] == [processes[0].pod_name]  # newest went
-    wait_for(lambda: process_gone(processes[1].pid), 10, message="scaled-down replica's process gone")
-
-
-def test_processes_that_ignore_sigterm_are_killed_after_the_grace_period(kube, api, namespace, tmp_path):
-    # A node of its own, with a short grace period (the fixture's is 5 s).
-    node = LocalProcessNode(kube.kubeconfig, namespace, tmp_path / "node", grace_period=0.5)
-    with node:
-        for name in ("suspended", "running"):
-            create_job(api, namespace, name, container(IGNORES_SIGTERM))
-        suspended, running = (node.wait_running(name, 0, timeout=30) for name in ("suspended", "running"))
-        client.BatchV1Api(api).patch_namespaced_job("suspended", namespace, {"spec": {"suspend": True}})
-        killed = wait_for(lambda: node.attempts("suspended", 0)[0].exit_code, 10, message="SIGKILL after the grace")
-        assert killed == 128 + signal.SIGKILL
-    assert process_gone(running.pid)  # stop() killed it too
-    assert not node.errors
+        wait_for(lambda: kube.kubectl("-n", other, "get", "sa", "default", check=False).returncode == 0, timeout=30)
+        apply(kube, other, pod("ignored", "print('must not run')"))
+        wait_for(lambda: get(kube, other, "pod", "ignored")["spec"].get("nodeName") == NODE_NAME, timeout=30,
+                 message="ignored bound to the node")
+        apply(kube, namespace, pod("served", "print('ran')"))  # a barrier: the kubelet polled since
+        wait_for(lambda: get(kube, namespace, "pod", "served")["status"].get("phase") == "Succeeded", timeout=60)
+        ignored = get(kube, other, "pod", "ignored")["status"]
+        assert ignored["phase"] == "Pending" and "containerStatuses" not in ignored
+        assert process_kubelet.pods(other) == []
+    finally:
+        kube.kubectl("delete", "namespace", other, "--wait=false")

@@ -1,15 +1,17 @@
-"""A real Kubernetes API server for e2e tests: kube-apiserver + etcd, once per test session.
+"""A real Kubernetes control plane for e2e tests, once per test session: etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler (Pods run only on the process kubelet: harness/node.py).
 
 Fixtures:
     kube       (session)  a testenv.control_plane.Cluster with crds/ applied and
                           Established: .kubeconfig, .kubectl(*args, input=, check=, timeout=),
                           .api_client(), .apply_crds()
-    namespace  (function) a fresh namespace name; deleted at teardown without waiting
+    namespace  (function) a fresh namespace (its `default` ServiceAccount exists); deleted at
+                          teardown without waiting (the namespace controller finishes it)
 
 USE_EXISTING_CLUSTER=true uses the current kubeconfig instead of starting anything. Missing
 binaries are a test failure naming `make control-plane`, never a skip: CI must not go green
-without the real API server. There is no controller-manager, so deleted namespaces stay
-Terminating and owner references are not garbage-collected: delete children explicitly.
+without the real API server and controllers. A control-plane process that dies fails the test
+that notices (every harness wait checks), with its log tail.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from testenv.control_plane import (
     use_existing_cluster,
 )
 
+from harness import waiting
+
 
 @pytest.fixture(scope="session")
 def control_plane_assets() -> Path:
-    """The cached etcd/kube-apiserver folder; never builds, so a fresh checkout fails fast."""
+    """The cached binaries' folder; never builds, so a fresh checkout fails fast."""
     try:
         return resolve_assets(build=False)
     except ControlPlaneError as exc:
@@ -51,8 +55,11 @@ def kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     plane = LocalControlPlane(tmp_path_factory.mktemp("control-plane"), assets)
     try:
         _start(plane)
+        waiting.health_checks.append(plane.check_running)
         yield plane
     finally:
+        if plane.check_running in waiting.health_checks:
+            waiting.health_checks.remove(plane.check_running)
         plane.stop()
 
 
@@ -68,11 +75,28 @@ def _start(plane: LocalControlPlane) -> None:
     pytest.fail(problem, pytrace=False)
 
 
+def check_control_plane(kube: Cluster) -> None:
+    """Fail (not hang) the test when a control-plane process has exited."""
+    if isinstance(kube, LocalControlPlane):
+        try:
+            kube.check_running()
+        except ControlPlaneError as exc:
+            problem = str(exc)
+        else:
+            return
+        pytest.fail(problem, pytrace=False)
+
+
 @pytest.fixture
 def namespace(kube: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace named after the test, so leftovers in a shared cluster say where they came from."""
+    check_control_plane(kube)
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"t-{slug}-{secrets.token_hex(3)}"
     kube.kubectl("create", "namespace", name)
+    # Pods are admitted once the ServiceAccount controller has made `default` (as in any cluster).
+    waiting.wait_for(lambda: kube.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+                     timeout=30, message=f"ServiceAccount default in {name}")
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    check_control_plane(kube)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tributary_operator.core.ingestion import OperatorDefaults
 from tributary_workers.localservers import stop
 
 
@@ -28,6 +29,9 @@ class OperatorProcess:
 
 @pytest.fixture
 def operator(kube, namespace, tmp_path, request) -> Iterator[OperatorProcess]:
+    # The workers' ServiceAccount, which the chart creates in every watched namespace: the
+    # ServiceAccount admission plugin refuses the Job's pods without it.
+    kube.kubectl("-n", namespace, "create", "serviceaccount", OperatorDefaults.service_account)
     log = tmp_path / "operator.log"
     env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig), TRIBUTARY_RESYNC_SECONDS="1")
     with log.open("w") as out:

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+# Called on every poll and never swallowed: the cluster fixture registers one that fails at once
+# when a control-plane process (the controller-manager...) has died, instead of waiting it out.
+health_checks: list[Callable[[], None]] = []
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.2, message: str = "") -> T:
@@ -14,6 +17,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.2, 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
+        for check in health_checks:
+            check()
         try:
             value = predicate()
             if value:

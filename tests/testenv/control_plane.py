@@ -1,13 +1,14 @@
-"""A local Kubernetes control plane: etcd and kube-apiserver as plain processes (the envtest approach).
+"""A local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+as plain processes, all built from Go modules (hack/build-control-plane.sh).
 
-Objects are stored and validated for real (OpenAPI schemas, CEL rules, admission, RBAC), but there
-is no kubelet, scheduler or controller-manager: pods stay Pending, Deployments get no ReplicaSets,
-deleted namespaces stay Terminating and owner references are never garbage-collected. Tests
-therefore delete children explicitly or assert on ownerReferences.
+Objects are stored and validated for real (OpenAPI schemas, CEL rules, admission, RBAC) and
+Kubernetes' own controllers act on them: Jobs, CronJobs, Deployments and ReplicaSets create Pods,
+the scheduler binds them, the garbage collector follows owner references, namespaces finish
+deleting, finished Jobs expire (ttlSecondsAfterFinished), every namespace gets its `default`
+ServiceAccount. Pods run only where a node runs them: testenv.kubelet, the process kubelet.
 
-CLI (the Makefile's cluster-up / cluster-down targets call it):
-
-    python -m testenv.control_plane up|down|status [--data-dir DIR]
+CLI: `python -m testenv up|down|status [--data-dir DIR]` (testenv/__main__.py; the Makefile's
+cluster-up / cluster-down call it; `up` starts the process kubelet too).
 
 With USE_EXISTING_CLUSTER=true nothing is started: the current kubeconfig (KUBECONFIG or
 ~/.kube/config) is used and only crds/ is applied.
@@ -15,27 +16,22 @@ With USE_EXISTING_CLUSTER=true nothing is started: the current kubeconfig (KUBEC
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import base64
-import ctypes
 import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
+
+from .processes import ManagedProcess, ProcessError, die_with_parent, free_ports, http_ok, poll
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -45,8 +41,8 @@ CRDS_DIR = REPO_ROOT / "crds"
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 DEFAULT_DATA_DIR = REPO_ROOT / ".local-cluster"
 STATE_FILE = "state.json"
-LOG_TAIL_CHARS = 4000
-CLI = "PYTHONPATH=tests python -m testenv.control_plane"
+K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+CLI = "PYTHONPATH=tests python -m testenv"
 
 
 class ControlPlaneError(RuntimeError):
@@ -71,7 +67,7 @@ def kubectl_binary() -> str:
 
 
 def resolve_assets(build: bool = True) -> Path:
-    """The folder holding `etcd` and `kube-apiserver`, as hack/build-control-plane.sh reports it.
+    """The folder holding etcd and the Kubernetes binaries, as hack/build-control-plane.sh reports it.
 
     The script owns the versions and honours KUBEBUILDER_ASSETS. build=False never compiles, so a
     missing cache fails at once with the command to run instead of a build inside a test timeout.
@@ -81,8 +77,8 @@ def resolve_assets(build: bool = True) -> Path:
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=None if build else subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise ControlPlaneError(
-            "kube-apiserver/etcd binaries are missing: run `make control-plane` "
-            "(or point KUBEBUILDER_ASSETS at a folder holding them)\n" + (result.stderr or "").strip()
+            "control-plane binaries are missing: run `make control-plane` (or point KUBEBUILDER_ASSETS "
+            "at a folder holding them): " + (result.stderr or "").strip()
         )
     return Path(result.stdout.strip().splitlines()[-1])
 
@@ -142,113 +138,6 @@ def existing_cluster() -> Cluster:
     return Cluster(kubeconfig)
 
 
-if sys.platform == "linux":
-    _PR_SET_PDEATHSIG = 1
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-
-    def _die_with_parent() -> None:
-        """Runs in the child before exec: the kernel sends it SIGTERM when the thread that started it
-        exits, even when the test process is SIGKILLed and atexit never runs."""
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-else:
-    _die_with_parent = None
-
-
-def _pid_runs(pid: int, binary: str) -> bool:
-    """Whether pid is still running `binary`: a zombie, or a reused pid running something else, is not."""
-    if not Path("/proc/self").is_dir():  # no procfs: a reused pid cannot be told apart
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except (OSError, IndexError):  # it exited meanwhile
-        return False
-    return state not in {"Z", "X"} and argv0 == os.fsencode(binary)
-
-
-def _poll(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Whether condition became true within timeout (it is checked once more at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-@dataclass
-class ManagedProcess:
-    """A started binary. Its pid and argv[0] are saved in state.json so a later `down` can stop it."""
-
-    name: str
-    pid: int
-    binary: str
-    log: str
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def to_state(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": self.pid, "binary": self.binary, "log": self.log}
-
-    def running(self) -> bool:
-        if self.popen is not None:  # our child: poll() also reaps it
-            return self.popen.poll() is None
-        return _pid_runs(self.pid, self.binary)
-
-    def log_tail(self) -> str:
-        try:
-            text = Path(self.log).read_text(errors="replace")
-        except FileNotFoundError:
-            return f"(no log at {self.log})"
-        return f"--- last lines of {self.log} ---\n{text[-LOG_TAIL_CHARS:]}"
-
-    def stop(self, timeout: float) -> None:
-        """SIGTERM, then SIGKILL if it is still there after timeout."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not self.running():
-                return
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                return
-            if _poll(lambda: not self.running(), timeout):
-                return
-        raise ControlPlaneError(f"{self.name} (pid {self.pid}) is still running after SIGKILL")
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free 127.0.0.1 ports (held open together so the kernel cannot hand out one twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-# Readiness probes go direct (never through an HTTP proxy) and skip TLS verification: the apiserver
-# creates its self-signed certificate while it starts.
-_PROBE_TLS = ssl.create_default_context()
-_PROBE_TLS.check_hostname = False
-_PROBE_TLS.verify_mode = ssl.CERT_NONE
-_PROBE = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_PROBE_TLS))
-
-
-def _http_ok(url: str, expect: bytes, token: str | None = None) -> bool:
-    """One probe: HTTP 200 with `expect` in the body. Any error only means 'not yet'."""
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with _PROBE.open(request, timeout=2) as response:
-            return response.status == 200 and expect in response.read()
-    except OSError:
-        return False
-
-
 def _write_service_account_key(path: Path) -> None:
     """The apiserver insists on a key to sign ServiceAccount tokens; openssl spares a crypto dependency."""
     openssl = shutil.which("openssl")
@@ -258,7 +147,8 @@ def _write_service_account_key(path: Path) -> None:
 
 
 class LocalControlPlane(Cluster):
-    """etcd and kube-apiserver on free 127.0.0.1 ports, with all their state in data_dir.
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on free 127.0.0.1 ports,
+    with all their state in data_dir; with_kubelet (the CLI) adds the process kubelet as a fifth.
 
     Authentication is a static bearer token (--token-auth-file) for user `admin` in group
     system:masters: no client CA to mint, and a kubeconfig of a few readable lines. The kubeconfig
@@ -266,13 +156,15 @@ class LocalControlPlane(Cluster):
     """
 
     def __init__(
-        self, data_dir: Path, assets: Path | None = None, start_timeout: float = 90, stop_timeout: float = 15
+        self, data_dir: Path, assets: Path | None = None, start_timeout: float = 90, stop_timeout: float = 15,
+        with_kubelet: bool = False,
     ) -> None:
         self.data_dir = data_dir.absolute()
         super().__init__(self.data_dir / "kubeconfig")
         self.assets = assets
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.with_kubelet = with_kubelet
         self.server = ""
         self.processes: list[ManagedProcess] = []
         self.startup_seconds: dict[str, float] = {}
@@ -286,8 +178,20 @@ class LocalControlPlane(Cluster):
         """Up and fully started (the kubeconfig is written last)."""
         return self.kubeconfig.exists() and bool(self.processes) and all(p.running() for p in self.processes)
 
+    def dead(self) -> list[ManagedProcess]:
+        """The processes that exited: a dead controller-manager must fail a test, not let it hang."""
+        return [process for process in self.processes if not process.running()]
+
+    def check_running(self) -> None:
+        """Raise ControlPlaneError, with the log tail, naming each process that exited."""
+        dead = self.dead()
+        if dead:
+            codes = ", ".join(f"{p.name} (code {p.popen.returncode if p.popen else 'unknown'})" for p in dead)
+            raise ControlPlaneError(f"control-plane process exited: {codes}\n" + "\n".join(p.log_tail() for p in dead))
+
     def start(self, detach: bool = False) -> None:
-        """Start etcd, then kube-apiserver, wait for both to be ready and write the admin kubeconfig.
+        """Start etcd, kube-apiserver, the controller-manager and the scheduler, each once the one before
+        is ready, then wait for the `default` ServiceAccount and write the admin kubeconfig.
 
         detach=False (tests): the processes die with this Python process, through atexit and, on
         Linux, PR_SET_PDEATHSIG, which also covers a SIGKILL. detach=True (`up`): they run on in
@@ -306,7 +210,7 @@ class LocalControlPlane(Cluster):
             raise
 
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd (SIGTERM, SIGKILL after stop_timeout), and delete data_dir.
+        """Stop the processes in reverse start order (SIGTERM, SIGKILL after stop_timeout), delete data_dir.
 
         Safe to call twice; data_dir is only deleted when it holds our state file.
         """
@@ -331,7 +235,7 @@ class LocalControlPlane(Cluster):
         sa_key, tokens = self.data_dir / "sa.key", self.data_dir / "tokens.csv"
         _write_service_account_key(sa_key)
         tokens.write_text(f'{token},admin,admin,"system:masters"\n')
-        etcd_port, peer_port, api_port = _free_ports(3)
+        etcd_port, peer_port, api_port, manager_port, scheduler_port = free_ports(5)
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
 
         etcd = self._spawn("etcd", assets / "etcd", detach, [
@@ -345,7 +249,7 @@ class LocalControlPlane(Cluster):
             "--unsafe-no-fsync=true",  # throw-away data: no fsync keeps writes fast on slow disks
             "--log-level=warn",
         ])  # fmt: skip
-        self._wait_ready(etcd, lambda: _http_ok(f"{etcd_url}/health", b'"health":"true"'))
+        self._wait_ready(etcd, lambda: http_ok(f"{etcd_url}/health", b'"health":"true"'))
 
         self.server = f"https://127.0.0.1:{api_port}"
         apiserver = self._spawn("kube-apiserver", assets / "kube-apiserver", detach, [
@@ -364,41 +268,84 @@ class LocalControlPlane(Cluster):
             f"--service-account-signing-key-file={sa_key}",
             f"--token-auth-file={tokens}",
             "--authorization-mode=RBAC",  # as in real clusters, so operator RBAC can be tested
-            # The ServiceAccount admission plugin rejects pods until the controller-manager (absent)
-            # has created each namespace's `default` ServiceAccount.
-            "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",  # so privileged pod specs validate as they would on a node
         ])  # fmt: skip
-        self._wait_ready(apiserver, lambda: _http_ok(f"{self.server}/readyz", b"ok", token))
-        self._write_kubeconfig(token)
+        self._wait_ready(apiserver, lambda: http_ok(f"{self.server}/readyz", b"ok", token))
+        # The components authenticate as admin too: one token, and kubectl --as still tests RBAC.
+        components = self.data_dir / "components.kubeconfig"
+        self._write_kubeconfig(token, components)
+        common = [f"--kubeconfig={components}", "--bind-address=127.0.0.1", "--leader-elect=false"]
+        manager = self._spawn("kube-controller-manager", assets / "kube-controller-manager", detach, [
+            *common,
+            f"--secure-port={manager_port}",
+            f"--cert-dir={self.data_dir / 'certs' / 'controller-manager'}",
+            "--controllers=*",  # the default set: all but the two bootstrap-token ones
+            "--cluster-name=tributary-local",
+            # The token controller signs legacy token Secrets; the CA goes into kube-root-ca.crt.
+            f"--service-account-private-key-file={sa_key}",
+            f"--root-ca-file={self.data_dir / 'certs' / 'apiserver.crt'}",
+        ])  # fmt: skip
+        self._wait_ready(manager, lambda: http_ok(f"https://127.0.0.1:{manager_port}/healthz", b"ok"))
+        scheduler = self._spawn("kube-scheduler", assets / "kube-scheduler", detach, [
+            *common,
+            f"--secure-port={scheduler_port}",
+            f"--cert-dir={self.data_dir / 'certs' / 'scheduler'}",
+        ])  # fmt: skip
+        self._wait_ready(scheduler, lambda: http_ok(f"https://127.0.0.1:{scheduler_port}/healthz", b"ok"))
+        # The ServiceAccount controller works once `default` exists: pods are admitted from then on.
+        default_account = f"{self.server}/api/v1/namespaces/default/serviceaccounts/default"
+        self._wait_ready(manager, lambda: http_ok(default_account, b'"name":"default"', token), "serviceaccount")
+        if self.with_kubelet:
+            self._start_kubelet(components, detach)
+        self._write_kubeconfig(token, self.kubeconfig)
 
-    def _spawn(self, name: str, binary: Path, detach: bool, args: list[str]) -> ManagedProcess:
+    def _start_kubelet(self, kubeconfig: Path, detach: bool) -> None:
+        """The process kubelet (testenv.kubelet) as a process of its own, logging next to the others."""
+        from .kubelet import NODE_NAME  # the kubelet module imports the Kubernetes client
+
+        kubelet = self._spawn("kubelet", Path(sys.executable), detach, [
+            "-m", "testenv.kubelet", f"--kubeconfig={kubeconfig}", f"--work-dir={self.data_dir / 'kubelet'}",
+        ], env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "tests"),
+                                                                            os.environ.get("PYTHONPATH")]))})
+        node = f"{self.server}/api/v1/nodes/{NODE_NAME}"
+        token = self._token()
+        self._wait_ready(kubelet, lambda: http_ok(node, b'"type":"Ready","status":"True"', token), "node")
+
+    def _token(self) -> str:
+        return (self.data_dir / "tokens.csv").read_text().split(",", 1)[0]
+
+    def _spawn(
+        self, name: str, binary: Path, detach: bool, args: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
         log = self.data_dir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                [str(binary), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.data_dir, start_new_session=detach, preexec_fn=None if detach else _die_with_parent,
+                [str(binary), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                cwd=self.data_dir, start_new_session=detach, preexec_fn=None if detach else die_with_parent,
             )  # fmt: skip
         process = ManagedProcess(name, popen.pid, str(binary), str(log), popen)
         self.processes.append(process)
         self._save_state()
         return process
 
-    def _wait_ready(self, process: ManagedProcess, probe: Callable[[], bool]) -> None:
-        """Poll probe until it passes; fail fast, with the log tail, if the process exits."""
+    def _wait_ready(self, process: ManagedProcess, probe: Callable[[], bool], what: str = "") -> None:
+        """Poll probe until it passes; fail fast, with the log tail, if any process exits."""
         started = time.monotonic()
 
         def ready() -> bool:
-            if not process.running():
-                code = process.popen.returncode if process.popen else "unknown"
-                raise ControlPlaneError(f"{process.name} exited during startup (code {code})\n{process.log_tail()}")
+            for started_process in self.processes:
+                if not started_process.running():
+                    code = started_process.popen.returncode if started_process.popen else "unknown"
+                    raise ControlPlaneError(f"{started_process.name} exited during startup (code {code})\n"
+                                            f"{started_process.log_tail()}")
             return probe()
 
-        if not _poll(ready, self.start_timeout):
-            raise ControlPlaneError(f"{process.name} not ready after {self.start_timeout:.0f}s\n{process.log_tail()}")
-        self.startup_seconds[process.name] = time.monotonic() - started
+        label = f"{process.name} {what}".strip()
+        if not poll(ready, self.start_timeout):
+            raise ControlPlaneError(f"{label} not ready after {self.start_timeout:.0f}s\n{process.log_tail()}")
+        self.startup_seconds[label] = time.monotonic() - started
 
-    def _write_kubeconfig(self, token: str) -> None:
+    def _write_kubeconfig(self, token: str, path: Path) -> None:
         ca = (self.data_dir / "certs" / "apiserver.crt").read_bytes()
         config = {
             "apiVersion": "v1",
@@ -409,12 +356,15 @@ class LocalControlPlane(Cluster):
             "contexts": [{"name": "tributary-local", "context": {"cluster": "tributary-local", "user": "admin"}}],
             "current-context": "tributary-local",
         }  # fmt: skip
-        self.kubeconfig.touch(mode=0o600)
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def _stop_processes(self) -> None:
-        for process in reversed(self.processes):  # kube-apiserver first: it needs etcd to shut down
-            process.stop(self.stop_timeout)
+        for process in reversed(self.processes):  # the kubelet first, etcd last: the others need it
+            try:
+                process.stop(self.stop_timeout)
+            except ProcessError as exc:
+                raise ControlPlaneError(str(exc)) from None
         self.processes = []
 
     def _save_state(self) -> None:
@@ -428,81 +378,3 @@ class LocalControlPlane(Cluster):
             state = json.loads(self.state_file.read_text())
             self.server = state["server"]
             self.processes = [ManagedProcess(**process) for process in state["processes"]]
-
-
-def _shown(path: Path) -> Path:
-    """path relative to the working directory when it lies below it, for copy-paste friendly output."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
-
-
-def _up(data_dir: Path) -> int:
-    if use_existing_cluster():
-        cluster = existing_cluster()
-        crds = cluster.apply_crds()
-        print(f"USE_EXISTING_CLUSTER=true: nothing started; {len(crds)} CRDs established via {cluster.kubeconfig}")
-        return 0
-    plane = LocalControlPlane(data_dir)
-    if plane.running():
-        print(f"already up: {plane.server}")
-    else:
-        plane.start(detach=True)
-        try:
-            crds = plane.apply_crds()
-        except BaseException:
-            plane.stop()
-            raise
-        timings = ", ".join(f"{name} ready in {seconds:.1f}s" for name, seconds in plane.startup_seconds.items())
-        print(f"up: {plane.server} ({timings}); {len(crds)} CRDs established")
-    down = "make cluster-down" if plane.data_dir == DEFAULT_DATA_DIR else f"{CLI} down --data-dir {data_dir}"
-    print(f"use it:  export KUBECONFIG={_shown(plane.kubeconfig)}; kubectl get tributary")
-    print(f"stop it: {down}")
-    return 0
-
-
-def _down(data_dir: Path) -> int:
-    if use_existing_cluster():
-        print("USE_EXISTING_CLUSTER=true: nothing was started, nothing to stop")
-        return 0
-    plane = LocalControlPlane(data_dir)
-    if not plane.state_file.exists():
-        print(f"not running (no {_shown(plane.state_file)})")
-        return 0
-    plane.stop()
-    print(f"stopped; removed {_shown(plane.data_dir)}")
-    return 0
-
-
-def _status(data_dir: Path) -> int:
-    if use_existing_cluster():
-        print(f"USE_EXISTING_CLUSTER=true: using {existing_cluster().kubeconfig}")
-        return 0
-    plane = LocalControlPlane(data_dir)
-    if plane.running():
-        pids = ", ".join(f"{p.name} pid {p.pid}" for p in plane.processes)
-        print(f"up: {plane.server} ({pids}); kubeconfig {_shown(plane.kubeconfig)}")
-        return 0
-    stale = " (stale state left behind: run `down`)" if plane.state_file.exists() else ""
-    print(f"down{stale}")
-    return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog=CLI, description="A local kube-apiserver + etcd for development (no kubelet, no controllers)."
-    )
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="state folder (default: %(default)s)")
-    args = parser.parse_args(argv)
-    commands = {"up": _up, "down": _down, "status": _status}
-    try:
-        return commands[args.command](args.data_dir)
-    except (ControlPlaneError, KubectlError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -186,3 +186,70 @@ def test_job_status_is_read_like_the_job_controller_writes_it():
     view = RunView.from_job(job)
     assert view.finished and view.succeeded and view.completed_indexes == {0, 1}
     assert view.suspend_requested and not view.suspended
+
+
+def test_worker_pods_stop_quickly_report_through_the_termination_log_and_fail_an_index_on_usage_errors():
+    from tributary_workers.cli.args import EXIT_USAGE
+    from tributary_workers.contract import env as ENV
+
+    job = build_job(make_ij(), "r", inline_target(make_ij().spec), OperatorDefaults())
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["terminationGracePeriodSeconds"] == OperatorDefaults().termination_grace_seconds < 30
+    assert env_of(job)[ENV.REPORT_FILE]["value"] == container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    fail_index, ignore = job["spec"]["podFailurePolicy"]["rules"]
+    assert fail_index["action"] == "FailIndex" and fail_index["onExitCodes"]["values"] == [EXIT_USAGE]
+    assert fail_index["onExitCodes"]["containerName"] == container["name"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}  # restricted Pod Security
+
+
+@pytest.mark.parametrize(("conditions", "finished", "succeeded", "reason"), [
+    ([], False, False, ""),
+    (["SuccessCriteriaMet"], True, True, ""),  # pods still terminating: the run is finishing
+    (["SuccessCriteriaMet", "Complete"], True, True, ""),
+    (["FailureTarget"], True, False, "BackoffLimitExceeded"),
+    (["FailureTarget", "Failed"], True, False, "BackoffLimitExceeded"),
+])
+def test_interim_job_conditions_count_as_finishing(conditions, finished, succeeded, reason):
+    job = {"metadata": {"name": "r"}, "status": {"conditions": [
+        {"type": kind, "status": "True", "reason": "BackoffLimitExceeded" if "Fail" in kind else "CompletionsReached",
+         "lastTransitionTime": "2026-11-24T12:00:00Z"} for kind in conditions]}}
+    view = RunView.from_job(job)
+    assert (view.finished, view.succeeded, view.failed_reason) == (finished, succeeded, reason)
+    if succeeded:
+        assert view.completion_time == "2026-11-24T12:00:00Z"  # before Complete brings completionTime
+
+
+def test_failed_pods_termination_messages_reach_the_failed_condition():
+    def pod(index, phase, message, created):
+        return {"metadata": {"creationTimestamp": created,
+                             "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+                "status": {"phase": phase, "containerStatuses": [{"state": {"terminated": {"message": message}}}]}}
+
+    job = {"metadata": {"name": "r"}, "status": {"failedIndexes": "1", "conditions": [
+        {"type": "FailureTarget", "status": "True", "reason": "FailedIndexes"}]}}
+    pods = [pod(0, "Succeeded", '{"documents_total": 3}', "t1"),
+            pod(1, "Failed", "INFO starting\ntributary-batch-worker: error: cannot reach Milvus", "t2"),
+            pod(1, "Failed", "", "t3")]
+    view = RunView.from_job(job, pods)
+    assert view.failure_messages == ((1, "tributary-batch-worker: error: cannot reach Milvus"),)
+    _, conditions = compute_status(make_ij(parallelism=2), view, {})
+    (failed,) = [c for c in conditions if c.type == "Failed"]
+    assert failed.status and failed.reason == "FailedIndexes"
+    assert failed.message == "run r: shard 1: tributary-batch-worker: error: cannot reach Milvus"
+
+
+def test_a_one_off_run_whose_job_vanished_before_its_outcome_was_seen_is_not_started_again():
+    ij = make_ij(ttlSecondsAfterFinished=0)
+    ij.status.job_name = one_off_run_name("nightly-docs", ij.spec)
+    ij.status.phase = "Running"  # the TTL controller deleted the Job between two resyncs
+    assert decide_run(ij, [], NOW).start is None
+    fields, conditions = compute_status(ij, None, {})
+    assert fields["phase"] == "Failed"
+    (failed,) = [c for c in conditions if c.type == "Failed"]
+    assert failed.reason == "RunLost" and "not started again" in failed.message
+    changed = make_ij(ttlSecondsAfterFinished=0, parallelism=3)  # a new spec is a new run
+    changed.status.job_name, changed.status.phase = ij.status.job_name, "Running"
+    assert decide_run(changed, [], NOW).start == one_off_run_name("nightly-docs", changed.spec)

@@ -31,6 +31,11 @@ MAX_FAILURES_IN_STATUS = 20
 MAX_REASON_LENGTH = 1024
 # Job names become pod label values (<= 63 chars) with a suffix added by the Job controller.
 MAX_RUN_NAME = 52
+# Where kubelet reads a container's termination message; the batch worker writes its report there.
+TERMINATION_LOG = "/dev/termination-log"
+# Exit codes a retry cannot fix: the index fails at once (podFailurePolicy FailIndex) instead of
+# spending backoffLimitPerIndex. EXIT_USAGE of tributary_workers.cli.args (a unit test keeps them equal).
+UNRETRYABLE_EXIT_CODES = (2,)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,9 @@ class OperatorDefaults:
     image_pull_policy: str = "IfNotPresent"
     service_account: str = "tributary-worker"
     metrics_port: int = shared.POD_METRICS_PORT
+    # A shard's pods are replaced or stopped within this, not Kubernetes' default of 30 s: the
+    # worker checkpoints after every document, so a stopped shard loses at most one in flight.
+    termination_grace_seconds: int = 10
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -143,6 +151,8 @@ def worker_env(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults
         # A shard that finished with some failed documents is done: retrying it would not help,
         # and the failures reach the status through the checkpoint.
         _env(ENV.PARTIAL_EXIT_CODE, 0),
+        # The shard's JSON report becomes its pod's termination message (status.containerStatuses).
+        _env(ENV.REPORT_FILE, TERMINATION_LOG),
     ]
     if source.include:
         env.append(_env(ENV.INCLUDE, ",".join(source.include)))
@@ -202,6 +212,9 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
         "volumeMounts": [{"name": "state", "mountPath": "/var/lib/tributary"}],
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "terminationMessagePath": TERMINATION_LOG,
+        # A fatal error writes no report but one line on stderr: that line becomes the message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if worker and worker.resources:
         container["resources"] = worker.resources
@@ -213,11 +226,20 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
         "completions": spec.parallelism,
         "parallelism": spec.parallelism,
         "backoffLimitPerIndex": spec.backoff_limit_per_index,
+        "podFailurePolicy": {"rules": [
+            {"action": "FailIndex", "onExitCodes": {"containerName": "worker", "operator": "In",
+                                                    "values": list(UNRETRYABLE_EXIT_CODES)}},
+            # Evicted or preempted pods are not the shard's fault: retried without counting.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]},
         "suspend": spec.suspend,
         "template": {
             "metadata": {"labels": labels},
             "spec": {
                 "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": defaults.termination_grace_seconds,
+                # With the container's fields, what the `restricted` Pod Security level asks.
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                 "serviceAccountName": (worker.service_account_name if worker and worker.service_account_name
                                        else defaults.service_account),
                 "containers": [container],

@@ -26,7 +26,7 @@ from tributary_operator.core.ingestion.manifests import (
     one_off_run_name,
     scheduled_run_name,
 )
-from tributary_operator.core.ingestion.status import TERMINAL_PHASES, RunView
+from tributary_operator.core.ingestion.status import RunView
 
 
 def latest_tick(schedule: str, since: datetime, now: datetime) -> datetime | None:
@@ -63,8 +63,10 @@ def decide_run(
         wanted = one_off_run_name(name, spec)
         if any(r.name == wanted for r in runs):
             return RunDecision()
-        if status.job_name == wanted and status.phase in TERMINAL_PHASES:
-            return RunDecision()  # it ran and its Job was cleaned up (ttl / history)
+        if status.job_name == wanted:
+            # It was started and its Job is gone (ttl, history, by hand), also when its outcome was
+            # never recorded (a ttlSecondsAfterFinished shorter than a resync): never run it twice.
+            return RunDecision()
         # A changed spec replaces the run in progress: its documents are fenced by version.
         return RunDecision(start=wanted, stop=tuple(r.name for r in active), reason="spec")
     if spec.suspend:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,10 @@ from tributary_operator.core.conditions import ConditionSpec
 from tributary_operator.core.ingestion.manifests import (
     MAX_FAILURES_IN_STATUS,
     MAX_REASON_LENGTH,
+    one_off_run_name,
 )
+
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 # --- observing runs ----------------------------------------------------------------------------
 
@@ -35,26 +38,48 @@ class RunView:
     completion_time: str | None = None
     completed_indexes: frozenset[int] = frozenset()
     failed_indexes: frozenset[int] = frozenset()
+    # (shard index, message) of failed pods: their termination messages, set from the run's pods.
+    failure_messages: tuple[tuple[int, str], ...] = ()
 
     @classmethod
-    def from_job(cls, job: Mapping[str, Any]) -> RunView:
+    def from_job(cls, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> RunView:
+        """The Job controller writes SuccessCriteriaMet / FailureTarget as soon as the outcome is
+        known and Complete / Failed only once every pod is gone (after their grace period): the
+        interim conditions already count as finished, so the phase does not lag the pods' exit."""
         status = job.get("status") or {}
         conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
-        failed = conditions.get("Failed")
+        failed = conditions.get("Failed") or conditions.get("FailureTarget")
+        success = conditions.get("Complete") or conditions.get("SuccessCriteriaMet")
         return cls(
             name=job["metadata"]["name"],
             created=str(job["metadata"].get("creationTimestamp") or ""),
             active=int(status.get("active") or 0),
-            finished="Complete" in conditions or failed is not None,
-            succeeded="Complete" in conditions,
+            finished=success is not None or failed is not None,
+            succeeded=success is not None and failed is None,
             failed_reason=(failed.get("reason") or "Failed") if failed else "",
             suspended="Suspended" in conditions,
             suspend_requested=bool((job.get("spec") or {}).get("suspend")),
             start_time=status.get("startTime"),
-            completion_time=status.get("completionTime"),
+            completion_time=status.get("completionTime") or (success or {}).get("lastTransitionTime"),
             completed_indexes=frozenset(parse_indexes(status.get("completedIndexes"))),
             failed_indexes=frozenset(parse_indexes(status.get("failedIndexes"))),
+            failure_messages=termination_messages(pods),
         )
+
+
+def termination_messages(pods: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, str], ...]:
+    """The termination messages of a run's failed pods, by shard index (latest attempt last)."""
+    found: list[tuple[str, int, str]] = []
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Failed":
+            continue
+        index = (pod.get("metadata") or {}).get("annotations", {}).get(COMPLETION_INDEX_ANNOTATION)
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message", "").strip()
+            message = message.splitlines()[-1] if message else ""  # a log tail ends with the error line
+            if message and index is not None:
+                found.append((str(pod["metadata"].get("creationTimestamp") or ""), int(index), message))
+    return tuple((index, message[:MAX_REASON_LENGTH]) for _, index, message in sorted(found))
 
 
 def parse_indexes(text: str | None) -> list[int]:
@@ -104,11 +129,16 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
     generation = ij.metadata.get("generation")
     if run is None:
         phase = IngestionPhase.SUSPENDED if spec.suspend else IngestionPhase.PENDING
+        message = blocked or ("waiting for the next scheduled run" if spec.schedule else "creating the run")
+        reason = ""
         if ij.status.phase in TERMINAL_PHASES and ij.status.job_name:
             phase = ij.status.phase  # the run finished and its Job was cleaned up: keep its result
-        message = blocked or ("waiting for the next scheduled run" if spec.schedule else "creating the run")
+        elif run_lost(ij):
+            phase, reason = IngestionPhase.FAILED, "RunLost"
+            message = (f"the Job of run {ij.status.job_name} was deleted (ttlSecondsAfterFinished, or by hand) "
+                       "before its outcome was recorded; it is not started again: change the spec to run again")
         fields = {"phase": phase.value, "observedGeneration": generation, "activeRun": None}
-        return fields, _conditions(phase, message, "")
+        return fields, _conditions(phase, message, reason)
 
     totals = {"documents_total": 0, "documents_succeeded": 0, "documents_failed": 0, "documents_unchanged": 0,
               "chunks_written": 0}
@@ -162,7 +192,17 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
         "jobName": run.name,
         "activeRun": None if run.finished else run.name,
     }
-    return fields, _conditions(phase, f"run {run.name}", run.failed_reason)
+    message = f"run {run.name}"
+    if phase is IngestionPhase.FAILED and run.failure_messages:
+        message += ": " + "; ".join(f"shard {index}: {text}" for index, text in run.failure_messages[-3:])
+    return fields, _conditions(phase, message[:MAX_REASON_LENGTH], run.failed_reason)
+
+
+def run_lost(ij: IngestionJob) -> bool:
+    """A one-off run was started (status.jobName is its name) but its Job is gone while the phase
+    was not terminal yet: the TTL controller or a person deleted it before the result was seen."""
+    return (ij.spec.schedule is None and ij.status.phase not in TERMINAL_PHASES
+            and ij.status.job_name == one_off_run_name(ij.metadata["name"], ij.spec))
 
 
 def _shard_phase(index: int, run: RunView, progress: ShardProgress | None) -> str:
