@@ -146,7 +146,7 @@ def cost_strategy(name: str, batch_share: float, x: Inputs) -> StrategyCost:
     embed_updates_h = streamed_updates * c / x.stream_curve.at(update_batch) / HOUR if streamed_updates else 0.0
     embed_bulk_h = streamed_bulk * c / x.stream_curve.at(bulk_batch) / HOUR if streamed_bulk else 0.0
     write_wait_h = streamed_chunks * x["stream_upsert_wall_s_per_chunk"] / HOUR
-    busy_h = embed_updates_h + embed_bulk_h + write_wait_h
+    wait_updates_h = streamed_updates * c * x["stream_upsert_wall_s_per_chunk"] / HOUR
     doc_uses = ("docs_per_day", "bulk_fraction", "chunks_per_doc")
     add("stream embedding, individual updates", embed_updates_h, "worker-hours", stream_price,
         *doc_uses, "burst_size", "stream_max_batch_size", "stream_embed_batch_size", curve_s, *_price_uses(x.stream_gpu))
@@ -160,15 +160,19 @@ def cost_strategy(name: str, batch_share: float, x: Inputs) -> StrategyCost:
     bursts = streamed_updates / max(1.0, x["burst_size"])
     start_h, cooldown_h = x["worker_start_s"] / HOUR, x["scale_down_after_s"] / HOUR
     if min_replicas >= 1:
-        idle_h = max(0.0, min_replicas * DAY_HOURS - busy_h)
+        # The always-on replicas do the updates' work and their share of a bulk burst, which is
+        # spread over all max_replicas; the scaled-out replicas' share is billed on top.
+        own_share = min_replicas / max(min_replicas, x["max_replicas"])
+        absorbed_h = embed_updates_h + wait_updates_h + (embed_bulk_h + write_wait_h - wait_updates_h) * own_share
+        idle_h = max(0.0, min_replicas * DAY_HOURS - absorbed_h)
         cold_starts = 0.0
-        idle_uses = ("min_replicas",)
+        idle_uses = ("min_replicas", "max_replicas")
     elif bursts and x["active_hours"] > 0:
         # Poisson bursts over the active hours: a worker is up while a burst came within the
         # cooldown, P = 1 - exp(-rate * cooldown); a burst finding none up pays a cold start.
         rate = bursts / x["active_hours"]  # per hour
         up_fraction = 1.0 - math.exp(-rate * cooldown_h)
-        idle_h = max(0.0, x["active_hours"] * up_fraction - embed_updates_h)
+        idle_h = max(0.0, x["active_hours"] * up_fraction - embed_updates_h - wait_updates_h)
         cold_starts = bursts * (1.0 - up_fraction)
         idle_uses = ("min_replicas", "active_hours", "scale_down_after_s", "burst_size", *doc_uses)
         notes.append(f"{name}: with scale to zero, the first update of a quiet period waits a cold start "
