@@ -48,7 +48,9 @@ def add_cost_commands(commands) -> None:
     calibrate = commands.add_parser("calibrate", help="measure the cost model's rates on this machine")
     calibrate.add_argument("-o", "--output", type=Path, default=Path("calibration.json"), help="calibration file to write")
     calibrate.add_argument("--label", default="", help="what the machine is, recorded in the file")
-    calibrate.add_argument("--sample-chunks", type=positive_int, default=256, help="chunks embedded per batch size")
+    calibrate.add_argument("--sample-chunks", type=positive_int, default=128,
+                           help="chunks embedded per batch size and round")
+    calibrate.add_argument("--rounds", type=positive_int, default=3, help="rounds over the batch sizes; the best counts")
     calibrate.add_argument("--milvus-chunks", type=positive_int, default=2048, help="rows written per write mode")
     calibrate.add_argument("--redis-events", type=positive_int, default=2000, help="events through the queue")
     calibrate.add_argument("--idle-seconds", type=non_negative, default=20.0, help="idle window of the worker")
@@ -142,6 +144,7 @@ def _calibrate(args) -> int:
                 milvus_uri=milvus.uri, milvus_pid=milvus.proc.pid, redis_url=redis.url, redis_pid=redis.proc.pid,
                 worker_argv=worker, label=args.label, model=args.model, devices=tuple(args.device or ()),
                 stream_batch_sizes=sizes, batch_size=args.embed_batch_size, sample_chunks=args.sample_chunks,
+                rounds=args.rounds,
                 milvus_chunks=args.milvus_chunks, redis_events=args.redis_events, idle_seconds=args.idle_seconds))
             calibrator.warm_up()
             result = calibrator.run()
