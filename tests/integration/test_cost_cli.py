@@ -100,9 +100,9 @@ def test_plan_predicts_chunks_and_counts_unchanged_exactly(tmp_path, milvus_serv
     assert abs(first["plan"]["chunks_to_write"] - actual) <= 0.10 * actual, (first["plan"]["chunks_to_write"], actual)
 
     for i in (3, 17, 29):  # three edits; the other 37 are unchanged
-        write_doc(corpus, f"doc-{i:03d}.txt", 1000 + i, paragraphs=4, version_ns=10**18 + i)
+        write_doc(corpus, f"doc-{i:03d}.txt", 1000 + i, paragraphs=4)  # a newer mtime: a newer version
     again = json.loads(cli("plan", str(corpus), "--index", "planned", "--json", env=env).stdout)["plan"]
-    assert (again["unchanged"], again["to_write"]) == (37, 3)
+    assert (again["unchanged"], again["to_write"], again["superseded"]) == (37, 3, 0)
     assert again["ledger"] == str(home / "ledger.sqlite")
 
 

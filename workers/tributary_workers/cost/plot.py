@@ -49,14 +49,16 @@ def plot(path: Path, strategies: Mapping[str, str | float], x: Inputs, title: st
                              with_figure(x, "docs_per_day", even)).total_per_day
         axes.plot([even], [cost], "o", color="black")
         axes.annotate(f"break-even: {even:,.0f} docs/day", (even, cost), textcoords="offset points",
-                      xytext=(10, -15))
+                      xytext=(-10, 10), ha="right")
     axes.axvline(x["docs_per_day"], color="grey", linestyle=":", linewidth=1)
     axes.set_xscale("log")
-    axes.set_yscale("log")
+    axes.set_ylim(bottom=0)
     axes.set_xlabel("documents per day")
     axes.set_ylabel("infrastructure cost per day ($)")
     axes.set_title(title, fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
+    if even is None:
+        axes.text(0.02, 0.02, "no break-even in this range", transform=axes.transAxes, fontsize=9)
     axes.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
