@@ -64,7 +64,7 @@ def test_get_tributary_lists_all_kinds(kube, namespace):
         "streampipeline.tributary.dev/handbook-updates",
     ]
     table = kube.kubectl("get", "ij", "-n", namespace).stdout.splitlines()[0].split()
-    assert table == ["NAME", "PHASE", "PROGRESS", "SUCCEEDED", "FAILED", "AGE"]
+    assert table == ["NAME", "PHASE", "PROGRESS", "ETA", "SUCCEEDED", "FAILED", "AGE"]
 
 
 def test_status_written_from_the_model_is_accepted_and_parses_back(kube, namespace):

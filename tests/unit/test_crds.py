@@ -124,7 +124,7 @@ def test_the_chart_next_to_the_output_gets_identical_copies(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("kind", "plural", "short", "columns"),
     [
-        ("IngestionJob", "ingestionjobs", "ij", ["Phase", "Progress", "Succeeded", "Failed", "Age"]),
+        ("IngestionJob", "ingestionjobs", "ij", ["Phase", "Progress", "ETA", "Succeeded", "Failed", "Age"]),
         ("StreamPipeline", "streampipelines", "sp", ["Phase", "Replicas", "Lag", "Age"]),
         ("EmbeddingIndex", "embeddingindexes", "ei", ["Phase", "Alias", "Active", "Candidate", "Age"]),
     ],

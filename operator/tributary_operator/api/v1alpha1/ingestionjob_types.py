@@ -347,6 +347,10 @@ class IngestionJobStatus(ObservedStatus):
     progress: str | None = Field(
         None, max_length=64, description="Documents done out of the total, e.g. 42/100."
     )
+    eta: str | None = Field(
+        None, max_length=32, description="Time left of the running run at the rate measured so far, "
+        "e.g. 4m10s; unset when no run is going or no document is done yet."
+    )
     documents_total: int | None = Field(
         None, ge=0, description="Documents the source listed for the current or last run."
     )
@@ -397,6 +401,7 @@ class IngestionJob(CustomResource):
         printer_columns=(
             PrinterColumn("Phase", ".status.phase", "string", "Phase of the current or last run."),
             PrinterColumn("Progress", ".status.progress", "string", "Documents done out of the total."),
+            PrinterColumn("ETA", ".status.eta", "string", "Time left of the running run, at the rate so far."),
             PrinterColumn("Succeeded", ".status.documentsSucceeded", "integer", "Documents ingested."),
             PrinterColumn("Failed", ".status.documentsFailed", "integer", "Documents that failed."),
             PrinterColumn("Schedule", ".spec.schedule", "string", "Cron schedule.", priority=1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tributary_workers.contract import keys
@@ -191,6 +192,8 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
         "completionTime": run.completion_time if run.finished else None,
         "jobName": run.name,
         "activeRun": None if run.finished else run.name,
+        "eta": eta(run.start_time, done, total) if phase is IngestionPhase.RUNNING and reporting == spec.parallelism
+        else None,
     }
     message = f"run {run.name}"
     if phase is IngestionPhase.FAILED and run.failure_messages:
@@ -203,6 +206,25 @@ def run_lost(ij: IngestionJob) -> bool:
     was not terminal yet: the TTL controller or a person deleted it before the result was seen."""
     return (ij.spec.schedule is None and ij.status.phase not in TERMINAL_PHASES
             and ij.status.job_name == one_off_run_name(ij.metadata["name"], ij.spec))
+
+
+def eta(start_time: str | None, done: int, total: int, now: datetime | None = None) -> str | None:
+    """Time left at the rate measured so far, (total - done) / (done / elapsed), e.g. "4m10s".
+
+    None until a document is done (no rate yet) or without a start time.
+    """
+    if not start_time or done <= 0 or total <= 0:
+        return None
+    started = datetime.fromisoformat(start_time.replace("Z", "+00:00"))
+    elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
+    if elapsed <= 0:
+        return None
+    left = round(max(0, total - done) * elapsed / done)
+    hours, rest = divmod(left, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
 
 
 def _shard_phase(index: int, run: RunView, progress: ShardProgress | None) -> str:

@@ -1,0 +1,1 @@
+"""The cost model (model.py: pure arithmetic), its calibration, and run planning (docs/cost.md)."""
