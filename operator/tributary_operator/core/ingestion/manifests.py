@@ -204,7 +204,7 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
     }
     if worker and worker.resources:
-        container["resources"] = worker.resources
+        container["resources"] = worker.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
     source_secret = spec.source.credentials_secret_ref
     if source_secret is not None and not source_secret.keys:
         container["envFrom"] = [{"secretRef": {"name": source_secret.name}}]
