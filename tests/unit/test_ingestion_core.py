@@ -161,20 +161,24 @@ def test_status_aggregates_shards():
     assert fields["failures"][0]["docId"] == "bad.pdf" and len(fields["failures"][0]["reason"]) == 1024
     assert fields["activeRun"] == "r" and fields["completionTime"] is None
     assert {c.type: c.status for c in conditions} == {
-        "Progressing": True, "Complete": False, "Failed": False, "Suspended": False}
+        "Ready": False, "Progressing": True, "Complete": False, "Failed": False, "Suspended": False}
+    ready = next(c for c in conditions if c.type == "Ready")
+    assert (ready.reason, ready.message) == ("Running", "run r: 1/2 shards done, 15 documents, 1 failed")
 
 
-@pytest.mark.parametrize("run, failed_docs, phase", [
-    (RunView(name="r", created="t", finished=True, succeeded=True), 0, "Succeeded"),
-    (RunView(name="r", created="t", finished=True, succeeded=True), 2, "PartiallySucceeded"),
-    (RunView(name="r", created="t", finished=True, failed_reason="FailedIndexes"), 0, "Failed"),
-    (RunView(name="r", created="t", suspended=True), 0, "Suspended"),
-    (RunView(name="r", created="t"), 0, "Pending"),
+@pytest.mark.parametrize("run, failed_docs, phase, ready", [
+    (RunView(name="r", created="t", finished=True, succeeded=True), 0, "Succeeded", (True, "Succeeded")),
+    (RunView(name="r", created="t", finished=True, succeeded=True), 2, "PartiallySucceeded",
+     (True, "PartiallySucceeded")),
+    (RunView(name="r", created="t", finished=True, failed_reason="FailedIndexes"), 0, "Failed", (False, "RunFailed")),
+    (RunView(name="r", created="t", suspended=True), 0, "Suspended", (False, "Suspended")),
+    (RunView(name="r", created="t"), 0, "Pending", (False, "Pending")),
 ])
-def test_phases(run, failed_docs, phase):
+def test_phases(run, failed_docs, phase, ready):
     shards = {0: ShardProgress(0, report={"documents_failed": failed_docs})}
     fields, conditions = compute_status(make_ij(parallelism=1), run, shards)
     assert fields["phase"] == phase
+    assert [(c.status, c.reason) for c in conditions if c.type == "Ready"] == [ready]
     if phase == "Failed":
         assert [c.reason for c in conditions if c.type == "Failed"] == ["FailedIndexes"]
 

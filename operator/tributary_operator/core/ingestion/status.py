@@ -11,6 +11,7 @@ from tributary_workers.contract.checkpoints import CheckpointState
 
 from tributary_operator.api.v1alpha1 import IngestionJob, IngestionPhase
 from tributary_operator.core.conditions import ConditionSpec
+from tributary_operator.core.ingestion.checks import Problem
 from tributary_operator.core.ingestion.manifests import (
     MAX_FAILURES_IN_STATUS,
     MAX_REASON_LENGTH,
@@ -98,17 +99,22 @@ TERMINAL_PHASES = (IngestionPhase.SUCCEEDED, IngestionPhase.PARTIALLY_SUCCEEDED,
 
 
 def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, ShardProgress],
-                   blocked: str | None = None) -> tuple[dict[str, Any], list[ConditionSpec]]:
-    """The status fields (camelCase, ready to patch) and conditions for the current run."""
+                   problem: Problem | None = None) -> tuple[dict[str, Any], list[ConditionSpec]]:
+    """The status fields (camelCase, ready to patch) and conditions for the current run.
+
+    ``problem`` is what stops the object from making progress (a failed pre-flight check, a child
+    the API server refused, an error): it becomes Ready=False with its reason and message."""
     spec = ij.spec
     generation = ij.metadata.get("generation")
     if run is None:
         phase = IngestionPhase.SUSPENDED if spec.suspend else IngestionPhase.PENDING
         if ij.status.phase in TERMINAL_PHASES and ij.status.job_name:
             phase = ij.status.phase  # the run finished and its Job was cleaned up: keep its result
-        message = blocked or ("waiting for the next scheduled run" if spec.schedule else "creating the run")
+        message = "waiting for the next scheduled run" if spec.schedule else "creating the run"
+        if phase in TERMINAL_PHASES:
+            message = f"the last run {ij.status.job_name} finished ({phase.value}); its Job was cleaned up"
         fields = {"phase": phase.value, "observedGeneration": generation, "activeRun": None}
-        return fields, _conditions(phase, message, "")
+        return fields, _conditions(phase, message, "", problem)
 
     totals = {"documents_total": 0, "documents_succeeded": 0, "documents_failed": 0, "documents_unchanged": 0,
               "chunks_written": 0}
@@ -162,7 +168,12 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
         "jobName": run.name,
         "activeRun": None if run.finished else run.name,
     }
-    return fields, _conditions(phase, f"run {run.name}", run.failed_reason)
+    shards_done = sum(1 for row in shard_rows if row["phase"] == "Succeeded")
+    message = (f"run {run.name}: {shards_done}/{spec.parallelism} shards done, "
+               f"{totals['documents_total']:,} documents, {totals['documents_failed']:,} failed")
+    if phase is IngestionPhase.FAILED:
+        message += f"; the run failed ({run.failed_reason})"
+    return fields, _conditions(phase, message, run.failed_reason, problem)
 
 
 def _shard_phase(index: int, run: RunView, progress: ShardProgress | None) -> str:
@@ -173,12 +184,34 @@ def _shard_phase(index: int, run: RunView, progress: ShardProgress | None) -> st
     return "Running" if progress is not None or run.active else "Pending"
 
 
-def _conditions(phase: IngestionPhase, message: str, failed_reason: str) -> list[ConditionSpec]:
+READY_REASON = {
+    IngestionPhase.PENDING: "Pending",
+    IngestionPhase.RUNNING: "Running",
+    IngestionPhase.SUCCEEDED: "Succeeded",
+    IngestionPhase.PARTIALLY_SUCCEEDED: "PartiallySucceeded",
+    IngestionPhase.FAILED: "RunFailed",
+    IngestionPhase.SUSPENDED: "Suspended",
+}
+
+
+def _conditions(phase: IngestionPhase, message: str, failed_reason: str,
+                problem: Problem | None) -> list[ConditionSpec]:
+    """Ready (what `kubectl wait` and Argo CD read) plus the specific conditions.
+
+    Ready is True once the last run finished (PartiallySucceeded too: its failures are listed in
+    status.failures and retrying would not help); False while a run is pending or going, when it
+    failed, or when a problem blocks the object (then the problem's reason and message)."""
     running = phase in (IngestionPhase.RUNNING, IngestionPhase.PENDING)
+    finished_ok = phase in (IngestionPhase.SUCCEEDED, IngestionPhase.PARTIALLY_SUCCEEDED)
+    if problem is not None:
+        ready = ConditionSpec("Ready", False, problem.reason, problem.message)
+    else:
+        ready = ConditionSpec("Ready", finished_ok, READY_REASON[phase], message)
     return [
-        ConditionSpec("Progressing", running, phase.value, message),
-        ConditionSpec("Complete", phase in (IngestionPhase.SUCCEEDED, IngestionPhase.PARTIALLY_SUCCEEDED),
-                      phase.value, message),
+        ready,
+        ConditionSpec("Progressing", running and problem is None, phase.value if problem is None else problem.reason,
+                      message if problem is None else problem.message),
+        ConditionSpec("Complete", finished_ok, phase.value, message),
         ConditionSpec("Failed", phase is IngestionPhase.FAILED, failed_reason or phase.value, message),
         ConditionSpec("Suspended", phase is IngestionPhase.SUSPENDED, phase.value, message),
     ]
