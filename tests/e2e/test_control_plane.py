@@ -85,7 +85,9 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_cli_up_status_down_cycle(control_plane_assets, tmp_path):
     """A second, detached control plane beside the session's: up, use it, up again, down, all gone."""
     data_dir = str(tmp_path / "cluster")
-    env = {**os.environ, "KUBEBUILDER_ASSETS": str(control_plane_assets)}
+    tests = str(Path(__file__).resolve().parents[1])  # testenv is test infrastructure, not installed
+    env = {**os.environ, "KUBEBUILDER_ASSETS": str(control_plane_assets),
+           "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
     try:
         up = _cli("up", "--data-dir", data_dir, env=env)
         assert up.returncode == 0, up.stderr

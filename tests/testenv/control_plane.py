@@ -46,7 +46,7 @@ BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 DEFAULT_DATA_DIR = REPO_ROOT / ".local-cluster"
 STATE_FILE = "state.json"
 LOG_TAIL_CHARS = 4000
-CLI = "python -m testenv.control_plane"
+CLI = "PYTHONPATH=tests python -m testenv.control_plane"
 
 
 class ControlPlaneError(RuntimeError):

@@ -86,6 +86,16 @@ def add_chunking_options(parser: argparse.ArgumentParser, from_environment: bool
                              f"env {ENV.OVERLAP_TOKENS})")
 
 
+def add_model_options(parser: argparse.ArgumentParser, embed_batch_size: int) -> None:
+    """--model, --dimension and --embed-batch-size of a worker, from flags or env."""
+    parser.add_argument("--model", default=from_env(ENV.MODEL), help=f"local model path (env {ENV.MODEL})")
+    parser.add_argument("--dimension", type=positive_int, default=from_env(ENV.DIMENSION, None, positive_int),
+                        help=f"expected vector length; a model with another one is refused (env {ENV.DIMENSION})")
+    parser.add_argument("--embed-batch-size", type=positive_int,
+                        default=from_env(ENV.EMBED_BATCH_SIZE, embed_batch_size, positive_int),
+                        help=f"chunks per model call (env {ENV.EMBED_BATCH_SIZE})")
+
+
 def add_milvus_index_options(parser: argparse.ArgumentParser) -> None:
     """How a worker creates a missing collection (replicas, metric, index), from flags or env."""
     parser.add_argument("--replicas", type=positive_int, default=from_env(ENV.REPLICAS, defaults.REPLICAS, int))

@@ -22,6 +22,7 @@ from tributary_workers.cli.args import (
     Parser,
     add_chunking_options,
     add_milvus_index_options,
+    add_model_options,
     env_list,
     from_env,
     index_name,
@@ -63,12 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrency", type=positive_int,
                    default=from_env(ENV.MAX_CONCURRENCY, defaults.MAX_CONCURRENCY, positive_int),
                    help=f"documents loaded at once (env {ENV.MAX_CONCURRENCY})")
-    p.add_argument("--embed-batch-size", type=positive_int,
-                   default=from_env(ENV.EMBED_BATCH_SIZE, defaults.BATCH_EMBED_BATCH_SIZE, positive_int),
-                   help=f"chunks per model call (env {ENV.EMBED_BATCH_SIZE})")
-    p.add_argument("--model", default=from_env(ENV.MODEL), help=f"local model path (env {ENV.MODEL})")
-    p.add_argument("--dimension", type=positive_int, default=from_env(ENV.DIMENSION, None, positive_int),
-                   help=f"expected vector length; a model with another one is refused (env {ENV.DIMENSION})")
+    add_model_options(p, embed_batch_size=defaults.BATCH_EMBED_BATCH_SIZE)
     add_chunking_options(p, from_environment=True)
     p.add_argument("--bulk-load", action="store_true", default=from_env(ENV.BULK_LOAD, "") == "true",
                    help=f"initial load into an empty collection (env {ENV.BULK_LOAD}=true)")

@@ -22,6 +22,7 @@ from tributary_workers.cli.args import (
     Parser,
     add_chunking_options,
     add_milvus_index_options,
+    add_model_options,
     from_env,
     index_name,
     positive_int,
@@ -53,11 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consumer", default=from_env(ENV.CONSUMER) or from_env(ENV.POD_NAME),
                    help=f"consumer name (env {ENV.CONSUMER}, else {ENV.POD_NAME}, else {{hostname}}-{{pid}})")
     add_stream_tuning_options(p, from_environment=True)
-    p.add_argument("--model", default=from_env(ENV.MODEL), help=f"local model path (env {ENV.MODEL})")
-    p.add_argument("--dimension", type=positive_int, default=from_env(ENV.DIMENSION, None, positive_int),
-                   help=f"expected vector length; a model with another one is refused (env {ENV.DIMENSION})")
-    p.add_argument("--embed-batch-size", type=positive_int,
-                   default=from_env(ENV.EMBED_BATCH_SIZE, defaults.STREAM_EMBED_BATCH_SIZE, positive_int))
+    add_model_options(p, embed_batch_size=defaults.STREAM_EMBED_BATCH_SIZE)
     add_chunking_options(p, from_environment=True)
     add_milvus_index_options(p)
     return p
