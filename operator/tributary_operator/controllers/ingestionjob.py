@@ -38,9 +38,17 @@ DEFAULTS = ingestion.OperatorDefaults(
 @kopf.on.create(GROUP, VERSION, "ingestionjobs", id="reconcile")
 @kopf.on.update(GROUP, VERSION, "ingestionjobs", id="reconcile")
 @kopf.on.resume(GROUP, VERSION, "ingestionjobs", id="reconcile")
-# The first resync waits one interval, so it never races the create handler (no duplicate Events).
-@kopf.timer(GROUP, VERSION, "ingestionjobs", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, id="resync")
 def reconcile_ingestion_job(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+    with metrics.reconciling("IngestionJob"):
+        reconcile(body, patch, logger)
+
+
+@kopf.timer(GROUP, VERSION, "ingestionjobs", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, id="resync")
+def resync_ingestion_job(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+    # Until the create handler has written a status, the resync leaves the object to it: two passes
+    # over the same unwritten status would post every Event twice.
+    if (body.get("status") or {}).get("observedGeneration") is None:
+        return
     with metrics.reconciling("IngestionJob"):
         reconcile(body, patch, logger)
 
