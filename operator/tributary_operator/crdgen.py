@@ -118,7 +118,9 @@ def _collapse_union(node: dict[str, Any]) -> dict[str, Any]:
     if len(branches) == 1:
         return {**branches[0], **node}
     if sorted(branch.get("type", "") for branch in branches) == ["integer", "string"]:
-        return {**node, "x-kubernetes-int-or-string": True}
+        # A string branch's pattern (e.g. a Kubernetes quantity) still applies to string values.
+        pattern = next((b["pattern"] for b in branches if b.get("type") == "string" and "pattern" in b), None)
+        return {**node, **({"pattern": pattern} if pattern else {}), "x-kubernetes-int-or-string": True}
     raise ValueError(f"unions other than Optional[X] and int | str are not structural: {branches}")
 
 
@@ -142,7 +144,7 @@ def openapi_schema(resource: type[CustomResource]) -> dict[str, Any]:
     def described(name: str, type_: str) -> dict[str, Any]:
         return {"description": _one_line(props[name]["description"]), "type": type_}
 
-    return {
+    root = {
         "description": _one_line(schema["description"]),
         "properties": {
             "apiVersion": described("apiVersion", "string"),
@@ -154,6 +156,9 @@ def openapi_schema(resource: type[CustomResource]) -> dict[str, Any]:
         "required": ["spec"],
         "type": "object",
     }
+    if "x-kubernetes-validations" in schema:  # rules on the whole object, e.g. metadata.name's length
+        root["x-kubernetes-validations"] = schema["x-kubernetes-validations"]
+    return root
 
 
 def crd_manifest(resource: type[CustomResource]) -> dict[str, Any]:

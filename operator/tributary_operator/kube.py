@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from kubernetes import client, config
@@ -35,6 +36,11 @@ def _plain(obj: Any) -> dict[str, Any]:
 def list_jobs(namespace: str, selector: str) -> list[dict[str, Any]]:
     jobs = client.BatchV1Api(api()).list_namespaced_job(namespace, label_selector=selector)
     return [_plain(job) for job in jobs.items]
+
+
+def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+    pods = client.CoreV1Api(api()).list_namespaced_pod(namespace, label_selector=selector)
+    return [_plain(pod) for pod in pods.items]
 
 
 def create_if_absent(manifest: dict[str, Any]) -> bool:
@@ -97,6 +103,48 @@ def read_secret_key(namespace: str, name: str, key: str) -> str | None:
         raise
     value = (secret.data or {}).get(key)
     return base64.b64decode(value).decode() if value is not None else None
+
+
+def secret_keys(namespace: str, name: str) -> frozenset[str] | None:
+    """The key names of a Secret (never its values), or None when it does not exist."""
+    try:
+        secret = client.CoreV1Api(api()).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return frozenset(secret.data or {}) | frozenset(secret.string_data or {})
+
+
+def service_account_exists(namespace: str, name: str) -> bool:
+    try:
+        client.CoreV1Api(api()).read_namespaced_service_account(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def rejection(exc: BaseException) -> str | None:
+    """The API server's message when it refused an object as invalid (400/422), else None."""
+    if not isinstance(exc, ApiException) or exc.status not in (400, 422):
+        return None
+    return _server_message(exc)
+
+
+def _server_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message") or str(exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for any error; an API error as its status and the server's message, not an HTTP dump."""
+    if isinstance(exc, ApiException):
+        return f"Kubernetes API {exc.status} {exc.reason}: {_server_message(exc)}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:

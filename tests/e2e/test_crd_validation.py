@@ -152,6 +152,31 @@ INVALID = [
         {"maxTokens": 128, "overlapTokens": 128},
         ["spec.chunking.overlapTokens", "chunking.overlapTokens must be less than chunking.maxTokens"],
     ),
+    # Gaps that once reached the operator and failed only in its log: now refused at admission.
+    ("ingestionjob.yaml", "spec.schedule", "99 99 * * *", ["spec.schedule", "should match"]),
+    ("ingestionjob.yaml", "spec.schedule", "0 24 * * *", ["spec.schedule", "should match"]),
+    ("ingestionjob.yaml", "spec.worker.resources.requests.cpu", "lots", ["spec.worker.resources.requests.cpu", "should match"]),
+    ("ingestionjob.yaml", "spec.worker.env", {"A=B": "x"}, ["spec.worker.env", "worker.env names must be environment variable names"]),
+    (
+        "ingestionjob.yaml",
+        "spec.source",
+        {"type": "local", "uri": "s3://example-handbook/docs/"},
+        ["spec.source.uri", "source.uri must be a path (or file://) when source.type is local"],
+    ),
+    ("ingestionjob.yaml", "metadata.name", "h" * 64, ["metadata.name must be at most 63 characters"]),
+    ("streampipeline.yaml", "metadata.name", "s" * 57, ["metadata.name must be at most 56 characters"]),
+    (
+        "streampipeline.yaml",
+        "spec.replicas",
+        {"min": 1, "max": 8},
+        ["spec.scaling.scaleToZero", "scaling.scaleToZero needs replicas.min 0"],
+    ),
+    (
+        "embeddingindex.yaml",
+        "spec.model.name",
+        "intfloat/e5-small-v2",
+        ["spec.model.name", "model.name must be the bundled sentence-transformers/all-MiniLM-L6-v2"],
+    ),
 ]
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from testenv.control_plane import (
     Cluster,
     ControlPlaneError,
@@ -87,13 +88,26 @@ def check_control_plane(kube: Cluster) -> None:
         pytest.fail(problem, pytrace=False)
 
 
+WORKER_ACCOUNT = "tributary-worker"  # what the Helm chart creates for the worker pods
+
+
+def namespace_manifests(name: str) -> str:
+    """A namespace as a platform team runs one: the `restricted` Pod Security Standard enforced (the
+    PodSecurity admission plugin is part of kube-apiserver), and the worker ServiceAccount present."""
+    return yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": WORKER_ACCOUNT, "namespace": name}},
+    ])
+
+
 @pytest.fixture
 def namespace(kube: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace named after the test, so leftovers in a shared cluster say where they came from."""
     check_control_plane(kube)
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"t-{slug}-{secrets.token_hex(3)}"
-    kube.kubectl("create", "namespace", name)
+    kube.kubectl("apply", "-f", "-", input=namespace_manifests(name))
     # Pods are admitted once the ServiceAccount controller has made `default` (as in any cluster).
     waiting.wait_for(lambda: kube.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
                      timeout=30, message=f"ServiceAccount default in {name}")

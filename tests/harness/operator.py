@@ -27,20 +27,22 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def operator(kube, namespace, tmp_path, request) -> Iterator[OperatorProcess]:
-    # The workers' ServiceAccount, which the chart creates in every watched namespace: the
-    # ServiceAccount admission plugin refuses the Job's pods without it.
-    kube.kubectl("-n", namespace, "create", "serviceaccount", OperatorDefaults.service_account)
-    log = tmp_path / "operator.log"
-    env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig), TRIBUTARY_RESYNC_SECONDS="1")
+def launch(kubeconfig: Path, namespace: str, log: Path) -> OperatorProcess:
+    """`tributary-operator` watching one namespace, resyncing every second, logging to `log`."""
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), TRIBUTARY_RESYNC_SECONDS="1")
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "tributary-operator"), "--namespace", namespace,
              "--metrics-port", "0", "--liveness", "", "--log-format", "plain", "--verbose"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
-    running = OperatorProcess(proc, log)
+    return OperatorProcess(proc, log)
+
+
+@pytest.fixture
+def operator(kube, namespace, tmp_path, request) -> Iterator[OperatorProcess]:
+    running = launch(kube.kubeconfig, namespace, tmp_path / "operator.log")
+    proc, log = running.proc, running.log
     yield running
     stop(proc)
     report = getattr(request.node, "rep_call", None)

@@ -38,7 +38,9 @@ KUBE_CALLS: dict[str, list[Permission]] = {
     "read_namespaced_config_map": [("", "configmaps", "get")],
     "delete_namespaced_config_map": [("", "configmaps", "delete")],
     "delete_collection_namespaced_config_map": [("", "configmaps", "deletecollection")],
-    "read_namespaced_secret": [("", "secrets", "get")],  # Redis checkpoint URLs
+    "read_namespaced_secret": [("", "secrets", "get")],  # Redis checkpoint URLs; pre-flight key names
+    "read_namespaced_service_account": [("", "serviceaccounts", "get")],  # pre-flight
+    "list_namespaced_pod": [("", "pods", "list")],  # termination messages of failed shards
     # get_custom(namespace, plural, name): today embeddingindexes (an indexRef), any kind tomorrow.
     "get_namespaced_custom_object": [("tributary.dev", kind, "get") for kind in KINDS],
 }

@@ -182,11 +182,7 @@ def test_preserve_unknown_fields_only_on_free_form_maps():
         for path, node in walk(schema_of(kind))
         if node.get("x-kubernetes-preserve-unknown-fields")
     }
-    assert preserved == {
-        ("IngestionJob", ".spec.worker.resources"),
-        ("StreamPipeline", ".spec.worker.resources"),
-        ("EmbeddingIndex", ".spec.index.params"),
-    }
+    assert preserved == {("EmbeddingIndex", ".spec.index.params")}  # worker.resources is typed: quantities
 
 
 def test_cel_rules_are_emitted_where_the_models_declare_them():
@@ -196,25 +192,39 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
         for path, node in walk(schema_of(kind))
         if "x-kubernetes-validations" in node
     }
+    name_63 = "!has(self.metadata.name) || size(self.metadata.name) <= 63"
+    model = "self.name in ['sentence-transformers/all-MiniLM-L6-v2', 'all-MiniLM-L6-v2'] || self.name.startsWith('/')"
+    env = "!has(self.env) || self.env.all(name, name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))"
     assert rules == {
+        ("IngestionJob", ""): [name_63],
         ("IngestionJob", ".spec"): ["!(has(self.schedule) && self.mode == 'initialLoad')"],
         ("IngestionJob", ".spec.source"): [
             "has(self.uri) != has(self.urls)",
             "!has(self.urls) || self.type == 'http'",
             "self.type != 's3' || !has(self.uri) || self.uri.startsWith('s3://')",
+            "self.type != 'local' || !has(self.uri) || !self.uri.contains('://') || self.uri.startsWith('file://')",
             "self.type != 'http' || !has(self.uri) || self.uri.matches('^https?://')",
         ],
         ("IngestionJob", ".spec.target"): ["has(self.indexRef) != has(self.inline)"],
         ("IngestionJob", ".spec.target.inline.chunking"): ["!has(self.maxTokens) || self.overlapTokens < self.maxTokens"],
+        ("IngestionJob", ".spec.target.inline.model"): [model],
+        ("IngestionJob", ".spec.worker"): [env],
         ("IngestionJob", ".spec.checkpoint"): [
             "(self.backend == 'redis') == has(self.redisSecretRef)"
         ],
-        ("StreamPipeline", ".spec"): ["self.replicas.min > 0 || self.scaling.scaleToZero"],
+        ("StreamPipeline", ""): ["!has(self.metadata.name) || size(self.metadata.name) <= 56"],
+        ("StreamPipeline", ".spec"): [
+            "!self.scaling.scaleToZero || self.replicas.min == 0",
+            "self.replicas.min > 0 || self.scaling.scaleToZero",
+        ],
         ("StreamPipeline", ".spec.queue"): [
             "!has(self.deadLetterStream) || self.deadLetterStream != self.stream"
         ],
         ("StreamPipeline", ".spec.replicas"): ["self.min <= self.max"],
+        ("StreamPipeline", ".spec.worker"): [env],
         ("StreamPipeline", ".spec.backpressure"): ["self.lowWatermark < self.highWatermark"],
+        ("EmbeddingIndex", ""): [name_63],
+        ("EmbeddingIndex", ".spec.model"): [model],
         ("EmbeddingIndex", ".spec.chunking"): ["!has(self.maxTokens) || self.overlapTokens < self.maxTokens"],
         ("EmbeddingIndex", ".spec.validation"): [
             "!has(self.minRecallAtK) || (has(self.sampleQueries) && size(self.sampleQueries) > 0)"
@@ -327,7 +337,14 @@ INVALID = [
     ("IngestionJob", "spec.parallelism", 0, "greater than or equal to 1"),
     ("IngestionJob", "spec.mode", "turbo", "'initialLoad' or 'update'"),
     ("IngestionJob", "spec.schedule", "every night", "should match pattern"),
-    ("IngestionJob", "spec.schedule", "61 * * * *", "not a valid cron schedule"),
+    ("IngestionJob", "spec.schedule", "61 * * * *", "should match pattern"),
+    ("IngestionJob", "spec.schedule", "99 99 * * *", "should match pattern"),
+    ("IngestionJob", "spec.worker.env", {"A=B": "x"}, "worker.env names must be environment variable names"),
+    ("IngestionJob", "spec.worker.resources", {"requests": {"cpu": "lots"}}, "should match pattern"),
+    ("IngestionJob", "spec.source", {"type": "local", "uri": "s3://bucket/docs"}, "must be a path"),
+    ("EmbeddingIndex", "spec.model.name", "intfloat/e5-small", "bundled"),
+    ("StreamPipeline", "spec.replicas", {"min": 1, "max": 3}, "scaling.scaleToZero needs replicas.min 0"),
+    ("IngestionJob", "metadata.name", "x" * 64, "at most 63 characters"),
     ("IngestionJob", "spec.target.inline", INLINE_TARGET, "exactly one of target.indexRef or"),
     ("IngestionJob", "spec.mode", "initialLoad", "cannot be combined with a schedule"),
     ("IngestionJob", "spec.source.uri", "https://example.com/", "must start with s3://"),
@@ -377,7 +394,7 @@ def test_embedding_index_with_defaults_only():
             "spec": {
                 "milvus": {"uri": "http://milvus:19530"},
                 "alias": "docs",
-                "model": {"name": "m", "dimension": 8},
+                "model": {"name": "all-MiniLM-L6-v2", "dimension": 8},
             },
         }
     )

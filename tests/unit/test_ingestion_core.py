@@ -161,20 +161,24 @@ def test_status_aggregates_shards():
     assert fields["failures"][0]["docId"] == "bad.pdf" and len(fields["failures"][0]["reason"]) == 1024
     assert fields["activeRun"] == "r" and fields["completionTime"] is None
     assert {c.type: c.status for c in conditions} == {
-        "Progressing": True, "Complete": False, "Failed": False, "Suspended": False}
+        "Ready": False, "Progressing": True, "Complete": False, "Failed": False, "Suspended": False}
+    ready = next(c for c in conditions if c.type == "Ready")
+    assert (ready.reason, ready.message) == ("Running", "run r: 1/2 shards done, 15 documents, 1 failed")
 
 
-@pytest.mark.parametrize("run, failed_docs, phase", [
-    (RunView(name="r", created="t", finished=True, succeeded=True), 0, "Succeeded"),
-    (RunView(name="r", created="t", finished=True, succeeded=True), 2, "PartiallySucceeded"),
-    (RunView(name="r", created="t", finished=True, failed_reason="FailedIndexes"), 0, "Failed"),
-    (RunView(name="r", created="t", suspended=True), 0, "Suspended"),
-    (RunView(name="r", created="t"), 0, "Pending"),
+@pytest.mark.parametrize("run, failed_docs, phase, ready", [
+    (RunView(name="r", created="t", finished=True, succeeded=True), 0, "Succeeded", (True, "Succeeded")),
+    (RunView(name="r", created="t", finished=True, succeeded=True), 2, "PartiallySucceeded",
+     (True, "PartiallySucceeded")),
+    (RunView(name="r", created="t", finished=True, failed_reason="FailedIndexes"), 0, "Failed", (False, "RunFailed")),
+    (RunView(name="r", created="t", suspended=True), 0, "Suspended", (False, "Suspended")),
+    (RunView(name="r", created="t"), 0, "Pending", (False, "Pending")),
 ])
-def test_phases(run, failed_docs, phase):
+def test_phases(run, failed_docs, phase, ready):
     shards = {0: ShardProgress(0, report={"documents_failed": failed_docs})}
     fields, conditions = compute_status(make_ij(parallelism=1), run, shards)
     assert fields["phase"] == phase
+    assert [(c.status, c.reason) for c in conditions if c.type == "Ready"] == [ready]
     if phase == "Failed":
         assert [c.reason for c in conditions if c.type == "Failed"] == ["FailedIndexes"]
 
@@ -235,10 +239,15 @@ def test_failed_pods_termination_messages_reach_the_failed_condition():
             pod(1, "Failed", "", "t3")]
     view = RunView.from_job(job, pods)
     assert view.failure_messages == ((1, "tributary-batch-worker: error: cannot reach Milvus"),)
-    _, conditions = compute_status(make_ij(parallelism=2), view, {})
-    (failed,) = [c for c in conditions if c.type == "Failed"]
-    assert failed.status and failed.reason == "FailedIndexes"
-    assert failed.message == "run r: shard 1: tributary-batch-worker: error: cannot reach Milvus"
+    fields, conditions = compute_status(make_ij(parallelism=2), view, {})
+    by_type = {c.type: c for c in conditions}
+    assert by_type["Failed"].status and by_type["Failed"].reason == "FailedIndexes"
+    expected = ("run r: 0/2 shards done, 0 documents, 0 failed; the run failed (FailedIndexes): "
+                "shard 1: tributary-batch-worker: error: cannot reach Milvus")
+    assert by_type["Failed"].message == by_type["Ready"].message == expected
+    assert (by_type["Ready"].status, by_type["Ready"].reason) == (False, "RunFailed")
+    assert [row.get("message") for row in fields["shards"]] == [
+        None, "tributary-batch-worker: error: cannot reach Milvus"]
 
 
 def test_a_one_off_run_whose_job_vanished_before_its_outcome_was_seen_is_not_started_again():

@@ -109,6 +109,14 @@ What the operator does inside a namespace it watches, as RBAC rules: one list fo
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# The runs' pods, listed by label: their termination messages say why a shard failed.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# Pre-flight: the worker ServiceAccount a run's pods use must exist before its Job is created.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
 # The StreamPipeline workers (reconciler in progress).
 - apiGroups: ["apps"]
   resources: ["deployments"]

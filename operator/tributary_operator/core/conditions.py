@@ -81,3 +81,32 @@ def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
         elif plain_data(current.get(key)) != plain_data(value):
             patch[key] = value
     return patch
+
+
+# Ready reasons that are the normal course of things: no Warning Event for them.
+PROGRESS_REASONS = frozenset({"Pending", "Running", "Suspended", "Succeeded", "PartiallySucceeded", "Ready",
+                              "Idle", "Scaling", "Provisioning", "Progressing"})
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def ready_event(current: list[Mapping[str, Any]] | None, desired: list[ConditionSpec]) -> EventSpec | None:
+    """One Event per change of cause, not one per retry: a Warning when Ready turns False for a
+    reason that is not progress (or for a new such reason), a Normal 'Recovered' when it clears."""
+    want = next((c for c in desired if c.type == "Ready"), None)
+    if want is None:
+        return None
+    old = next((c for c in current or [] if c.get("type") == "Ready"), None)
+    old_reason = old.get("reason") if old else None
+    old_problem = old is not None and old.get("status") == "False" and old_reason not in PROGRESS_REASONS
+    new_problem = want.status is False and want.reason not in PROGRESS_REASONS
+    if new_problem and (not old_problem or old_reason != want.reason):
+        return EventSpec("Warning", want.reason, want.message)
+    if old_problem and not new_problem:
+        return EventSpec("Normal", "Recovered", f"{old_reason} resolved: {want.message}")
+    return None

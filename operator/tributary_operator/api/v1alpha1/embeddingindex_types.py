@@ -6,8 +6,8 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
-
 from tributary_workers.contract import defaults as shared
+
 from tributary_operator.api.v1alpha1.schema import (
     AGE,
     KIND_DESCRIPTION,
@@ -23,6 +23,7 @@ from tributary_operator.api.v1alpha1.schema import (
     SecretRef,
     Text,
     Uri,
+    name_fits,
 )
 
 
@@ -188,6 +189,8 @@ class EmbeddingIndexStatus(ObservedStatus):
 class EmbeddingIndex(CustomResource):
     """EmbeddingIndex manages a served Milvus alias, and re-embeds blue-green into a new collection
     when the model or chunking changes."""
+
+    cel_rules = (name_fits(63, "it labels the index's children"),)
 
     crd = CrdNames(
         kind="EmbeddingIndex",

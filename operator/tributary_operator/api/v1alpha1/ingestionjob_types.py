@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from croniter import croniter
 from pydantic import Field, StringConstraints, field_validator
-
 from tributary_workers.contract import defaults as shared
+
 from tributary_operator.api.v1alpha1.schema import (
     AGE,
     CRON,
@@ -30,6 +30,7 @@ from tributary_operator.api.v1alpha1.schema import (
     Text,
     Uri,
     WorkerTemplate,
+    name_fits,
 )
 
 
@@ -58,6 +59,13 @@ class IngestionSource(ApiModel):
             rule="self.type != 's3' || !has(self.uri) || self.uri.startsWith('s3://')",
             message="source.uri must start with s3:// when source.type is s3",
             check=lambda s: s.type != SourceType.S3 or s.uri is None or s.uri.startswith("s3://"),
+            field_path=".uri",
+        ),
+        CelRule(
+            rule="self.type != 'local' || !has(self.uri) || !self.uri.contains('://') || self.uri.startsWith('file://')",
+            message="source.uri must be a path (or file://) when source.type is local",
+            check=lambda s: s.type != SourceType.LOCAL or s.uri is None or "://" not in s.uri
+            or s.uri.startswith("file://"),
             field_path=".uri",
         ),
         CelRule(
@@ -327,6 +335,11 @@ class ShardStatus(ApiModel):
     chunks_written: int | None = Field(
         None, ge=0, description="Chunks this shard has written to Milvus."
     )
+    message: str | None = Field(
+        None, max_length=1024,
+        description="Why the shard's last attempt failed: its worker's fatal error (the pod's termination "
+        "message); unset while it has not failed.",
+    )
 
 
 class DocumentFailure(ApiModel):
@@ -393,6 +406,9 @@ class IngestionJobStatus(ObservedStatus):
 class IngestionJob(CustomResource):
     """IngestionJob loads documents from a source into Milvus, once or on a schedule, sharded
     across worker pods."""
+
+    # The name is the label value tributary.dev/ingestionjob on every run's Job and pods.
+    cel_rules = (name_fits(63, "it labels the runs' Jobs and pods"),)
 
     crd = CrdNames(
         kind="IngestionJob",

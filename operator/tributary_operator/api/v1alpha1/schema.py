@@ -13,6 +13,7 @@ parses here is one the API server accepts. Credentials are only ever referenced 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,6 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
-
 from tributary_workers.contract import defaults as shared
 
 GROUP = "tributary.dev"
@@ -33,11 +33,34 @@ CATEGORY = "tributary"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 MILVUS_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-# Five cron fields, or one of the macros cron understands. croniter checks the values in Python.
+
+
+def _cron_field(number: str) -> str:
+    """One cron field: a comma list of `*`, N or N-M, each with an optional /step, values in range."""
+    item = rf"(\*|{number}(-{number})?)(/[1-9][0-9]{{0,2}})?"
+    return rf"{item}(,{item})*"
+
+
+# Five cron fields with every value in its range (minute, hour, day of month, month, day of week;
+# names allowed for months and days), or one of the macros. The API server refuses '99 99 * * *';
+# croniter checks the same schedules again in Python.
 CRON = (
-    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
-    r"|([0-9A-Za-z*?/,#-]+\s+){4}[0-9A-Za-z*?/,#-]+)$"
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    + r"\s+".join([
+        _cron_field(r"[0-5]?[0-9]"),
+        _cron_field(r"([01]?[0-9]|2[0-3])"),
+        rf"(\?|{_cron_field(r'(0?[1-9]|[12][0-9]|3[01])')})",
+        _cron_field(r"(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))"),
+        rf"(\?|{_cron_field(r'([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat))')})",
+    ])
+    + r")$"
 )
+# Kubernetes resource quantities (the API server's own pattern for resource.Quantity).
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# Environment variable names Kubernetes accepts (no '=', not starting with a digit).
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# The bundled model's names; anything else must be an absolute path inside the worker image.
+BUNDLED_MODELS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY)]
@@ -130,8 +153,32 @@ class ImagePullPolicy(StrEnum):
     NEVER = "Never"
 
 
+Quantity = int | Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY)]
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of a container, as in Kubernetes' ResourceRequirements."""
+
+    requests: dict[str, Quantity] | None = Field(
+        None, description="Minimum resources the container needs, e.g. {cpu: 500m, memory: 1Gi}."
+    )
+    limits: dict[str, Quantity] | None = Field(
+        None, description="Most resources the container may use, e.g. {cpu: 2, memory: 2Gi}."
+    )
+
+
 class WorkerTemplate(ApiModel):
     """How the worker pods run; everything not set here comes from the operator's defaults."""
+
+    cel_rules = (
+        CelRule(
+            rule=f"!has(self.env) || self.env.all(name, name.matches('{ENV_NAME}'))",
+            message="worker.env names must be environment variable names (letters, digits, '_', '-', "
+            "'.'; no '=', not starting with a digit)",
+            check=lambda w: not w.env or all(re.match(ENV_NAME, name) for name in w.env),
+            field_path=".env",
+        ),
+    )
 
     image: str | None = Field(
         None,
@@ -144,10 +191,10 @@ class WorkerTemplate(ApiModel):
         description="Image pull policy of the worker container (Always, IfNotPresent or Never); "
         "Kubernetes' default for the image tag when omitted.",
     )
-    resources: dict[str, Any] | None = Field(
+    resources: ResourceRequirements | None = Field(
         None,
-        description="Compute resources of the worker container, in the shape of a Kubernetes "
-        "ResourceRequirements (requests, limits); passed through unchanged.",
+        description="Compute resources of the worker container (requests, limits), each a "
+        "Kubernetes quantity such as 500m, 2 or 1Gi.",
     )
     env: dict[str, Annotated[str, StringConstraints(max_length=32768)]] | None = Field(
         None,
@@ -163,6 +210,16 @@ class WorkerTemplate(ApiModel):
 
 class EmbeddingModel(ApiModel):
     """The sentence-embedding model that turns chunks into vectors."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.name in " + "[" + ", ".join(f"'{m}'" for m in BUNDLED_MODELS) + "] || self.name.startsWith('/')",
+            message="model.name must be the bundled sentence-transformers/all-MiniLM-L6-v2 or an absolute "
+            "path to a model directory in the worker image (models are never downloaded)",
+            check=lambda m: m.name in BUNDLED_MODELS or m.name.startswith("/"),
+            field_path=".name",
+        ),
+    )
 
     name: str = Field(
         min_length=1,
@@ -301,6 +358,15 @@ class CrdNames:
     @property
     def crd_name(self) -> str:
         return f"{self.plural}.{GROUP}"
+
+
+def name_fits(max_length: int, why: str) -> CelRule:
+    """A rule on metadata.name: short enough that every child name and label value derived from it fits."""
+    return CelRule(
+        rule=f"!has(self.metadata.name) || size(self.metadata.name) <= {max_length}",
+        message=f"metadata.name must be at most {max_length} characters ({why})",
+        check=lambda r: len(r.metadata.get("name") or "") <= max_length,
+    )
 
 
 class CustomResource(ApiModel):

@@ -7,8 +7,8 @@ from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
-
 from tributary_workers.contract import defaults as shared
+
 from tributary_operator.api.v1alpha1.schema import (
     AGE,
     KIND_DESCRIPTION,
@@ -21,6 +21,7 @@ from tributary_operator.api.v1alpha1.schema import (
     PrinterColumn,
     RedisSecretRef,
     WorkerTemplate,
+    name_fits,
 )
 
 
@@ -165,6 +166,12 @@ class StreamPipelineSpec(ApiModel):
 
     cel_rules = (
         CelRule(
+            rule="!self.scaling.scaleToZero || self.replicas.min == 0",
+            message="scaling.scaleToZero needs replicas.min 0",
+            check=lambda s: not s.scaling.scale_to_zero or s.replicas.min == 0,
+            field_path=".scaling.scaleToZero",
+        ),
+        CelRule(
             rule="self.replicas.min > 0 || self.scaling.scaleToZero",
             message="replicas.min may be 0 only when scaling.scaleToZero is true",
             check=lambda s: s.replicas.min > 0 or s.scaling.scale_to_zero,
@@ -216,6 +223,9 @@ class StreamPipelineStatus(ObservedStatus):
 class StreamPipeline(CustomResource):
     """StreamPipeline keeps an EmbeddingIndex current from a Redis stream of document events, with
     autoscaled workers."""
+
+    # The worker Deployment is <name>-worker, whose name labels its pods (label values: 63 characters).
+    cel_rules = (name_fits(56, "the worker Deployment <name>-worker labels its pods"),)
 
     crd = CrdNames(
         kind="StreamPipeline",

@@ -30,6 +30,7 @@ from tributary_operator.core.ingestion.policy import (
     decide_run,
     index_ref,
     latest_tick,
+    rejected_before,
     resolve_target,
     runs_to_delete,
     runs_to_suspend,
@@ -48,6 +49,7 @@ __all__ = [
     "TERMINAL_PHASES", "CheckpointLocation", "OperatorDefaults", "ResolvedTarget", "RunDecision", "RunView",
     "ShardProgress", "build_checkpoint_configmap", "build_job", "checkpoint_configmap_name", "checkpoint_location",
     "compute_status", "decide_run", "index_ref", "inline_target", "latest_tick", "one_off_run_name",
-    "parse_indexes", "resolve_target", "run_key", "runs_to_delete", "runs_to_suspend", "scheduled_run_name",
+    "parse_indexes", "rejected_before",
+    "resolve_target", "run_key", "runs_to_delete", "runs_to_suspend", "scheduled_run_name",
     "shard_progress", "worker_env",
 ]

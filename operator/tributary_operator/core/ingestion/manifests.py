@@ -210,14 +210,19 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
         "env": worker_env(ij, run_name, target, defaults),
         "ports": [{"name": "metrics", "containerPort": defaults.metrics_port}],
         "volumeMounts": [{"name": "state", "mountPath": "/var/lib/tributary"}],
+        # What the `restricted` Pod Security Standard asks of every container.
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"}},
         "terminationMessagePath": TERMINATION_LOG,
         # A fatal error writes no report but one line on stderr: that line becomes the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if worker and worker.resources:
-        container["resources"] = worker.resources
+        # Quantities as strings: `cpu: 1` is a valid quantity, and the API types take strings only.
+        resources = worker.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
+        container["resources"] = {kind: {name: str(value) for name, value in amounts.items()}
+                                  for kind, amounts in resources.items()}
     source_secret = spec.source.credentials_secret_ref
     if source_secret is not None and not source_secret.keys:
         container["envFrom"] = [{"secretRef": {"name": source_secret.name}}]

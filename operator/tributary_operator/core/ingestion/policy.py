@@ -5,7 +5,7 @@ Level-triggered and pure: the same spec, status and observed runs always give th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from tributary_operator.api.v1alpha1 import (
     IngestionJobSpec,
     RedisSecretRef,
 )
+from tributary_operator.core.ingestion.checks import Problem
 from tributary_operator.core.ingestion.manifests import (
     ResolvedTarget,
     checkpoint_configmap_name,
@@ -154,3 +155,12 @@ def checkpoint_location(ij: IngestionJob, run_name: str) -> CheckpointLocation:
     if checkpoint is not None and checkpoint.backend is CheckpointBackend.REDIS:
         return CheckpointLocation(redis_secret=checkpoint.redis_secret_ref)
     return CheckpointLocation(configmap=checkpoint_configmap_name(run_name))
+
+
+def rejected_before(status: Mapping[str, Any], generation: int | None) -> Problem | None:
+    """A child the API server refused for this very generation is not sent again on every resync:
+    the refusal stands (Ready=False, ChildRejected) until the spec changes."""
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready and ready.get("reason") == "ChildRejected" and ready.get("observedGeneration") == generation:
+        return Problem("ChildRejected", ready.get("message") or "the API server refused the run's Job", permanent=True)
+    return None

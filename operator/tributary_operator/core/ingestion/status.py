@@ -12,6 +12,7 @@ from tributary_workers.contract.checkpoints import CheckpointState
 
 from tributary_operator.api.v1alpha1 import IngestionJob, IngestionPhase
 from tributary_operator.core.conditions import ConditionSpec
+from tributary_operator.core.ingestion.checks import Problem
 from tributary_operator.core.ingestion.manifests import (
     MAX_FAILURES_IN_STATUS,
     MAX_REASON_LENGTH,
@@ -124,28 +125,33 @@ TERMINAL_PHASES = (IngestionPhase.SUCCEEDED, IngestionPhase.PARTIALLY_SUCCEEDED,
 
 
 def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, ShardProgress],
-                   blocked: str | None = None) -> tuple[dict[str, Any], list[ConditionSpec]]:
-    """The status fields (camelCase, ready to patch) and conditions for the current run."""
+                   problem: Problem | None = None) -> tuple[dict[str, Any], list[ConditionSpec]]:
+    """The status fields (camelCase, ready to patch) and conditions for the current run.
+
+    ``problem`` is what stops the object from making progress (a failed pre-flight check, a child
+    the API server refused, an error): it becomes Ready=False with its reason and message."""
     spec = ij.spec
     generation = ij.metadata.get("generation")
     if run is None:
         phase = IngestionPhase.SUSPENDED if spec.suspend else IngestionPhase.PENDING
-        message = blocked or ("waiting for the next scheduled run" if spec.schedule else "creating the run")
+        message = "waiting for the next scheduled run" if spec.schedule else "creating the run"
         reason = ""
         if ij.status.phase in TERMINAL_PHASES and ij.status.job_name:
             phase = ij.status.phase  # the run finished and its Job was cleaned up: keep its result
+            message = f"the last run {ij.status.job_name} finished ({phase.value}); its Job was cleaned up"
         elif run_lost(ij):
             phase, reason = IngestionPhase.FAILED, "RunLost"
             message = (f"the Job of run {ij.status.job_name} was deleted (ttlSecondsAfterFinished, or by hand) "
                        "before its outcome was recorded; it is not started again: change the spec to run again")
         fields = {"phase": phase.value, "observedGeneration": generation, "activeRun": None}
-        return fields, _conditions(phase, message, reason)
+        return fields, _conditions(phase, message, reason, problem)
 
     totals = {"documents_total": 0, "documents_succeeded": 0, "documents_failed": 0, "documents_unchanged": 0,
               "chunks_written": 0}
     failures: list[dict[str, str]] = []
     shard_rows = []
     done = total = 0
+    failed_messages = dict(run.failure_messages)  # the latest attempt's message per shard
     for index in range(spec.parallelism):
         progress = shards.get(index)
         report = progress.report if progress else {}
@@ -163,6 +169,7 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
             "documentsDone": int(report.get("documents_total", 0)),
             "documentsFailed": int(report.get("documents_failed", 0)),
             "chunksWritten": int(report.get("chunks_written", 0)),
+            **({"message": failed_messages[index][:MAX_REASON_LENGTH]} if index in failed_messages else {}),
         })
 
     if run.finished and not run.succeeded:
@@ -195,10 +202,14 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
         "eta": eta(run.start_time, done, total) if phase is IngestionPhase.RUNNING and reporting == spec.parallelism
         else None,
     }
-    message = f"run {run.name}"
-    if phase is IngestionPhase.FAILED and run.failure_messages:
-        message += ": " + "; ".join(f"shard {index}: {text}" for index, text in run.failure_messages[-3:])
-    return fields, _conditions(phase, message[:MAX_REASON_LENGTH], run.failed_reason)
+    shards_done = sum(1 for row in shard_rows if row["phase"] == "Succeeded")
+    message = (f"run {run.name}: {shards_done}/{spec.parallelism} shards done, "
+               f"{totals['documents_total']:,} documents, {totals['documents_failed']:,} failed")
+    if phase is IngestionPhase.FAILED:
+        message += f"; the run failed ({run.failed_reason})"
+        if run.failure_messages:
+            message += ": " + "; ".join(f"shard {index}: {text}" for index, text in run.failure_messages[-3:])
+    return fields, _conditions(phase, message[:MAX_REASON_LENGTH], run.failed_reason, problem)
 
 
 def run_lost(ij: IngestionJob) -> bool:
@@ -235,12 +246,34 @@ def _shard_phase(index: int, run: RunView, progress: ShardProgress | None) -> st
     return "Running" if progress is not None or run.active else "Pending"
 
 
-def _conditions(phase: IngestionPhase, message: str, failed_reason: str) -> list[ConditionSpec]:
+READY_REASON = {
+    IngestionPhase.PENDING: "Pending",
+    IngestionPhase.RUNNING: "Running",
+    IngestionPhase.SUCCEEDED: "Succeeded",
+    IngestionPhase.PARTIALLY_SUCCEEDED: "PartiallySucceeded",
+    IngestionPhase.FAILED: "RunFailed",
+    IngestionPhase.SUSPENDED: "Suspended",
+}
+
+
+def _conditions(phase: IngestionPhase, message: str, failed_reason: str,
+                problem: Problem | None) -> list[ConditionSpec]:
+    """Ready (what `kubectl wait` and Argo CD read) plus the specific conditions.
+
+    Ready is True once the last run finished (PartiallySucceeded too: its failures are listed in
+    status.failures and retrying would not help); False while a run is pending or going, when it
+    failed, or when a problem blocks the object (then the problem's reason and message)."""
     running = phase in (IngestionPhase.RUNNING, IngestionPhase.PENDING)
+    finished_ok = phase in (IngestionPhase.SUCCEEDED, IngestionPhase.PARTIALLY_SUCCEEDED)
+    if problem is not None:
+        ready = ConditionSpec("Ready", False, problem.reason, problem.message)
+    else:
+        ready = ConditionSpec("Ready", finished_ok, READY_REASON[phase], message)
     return [
-        ConditionSpec("Progressing", running, phase.value, message),
-        ConditionSpec("Complete", phase in (IngestionPhase.SUCCEEDED, IngestionPhase.PARTIALLY_SUCCEEDED),
-                      phase.value, message),
+        ready,
+        ConditionSpec("Progressing", running and problem is None, phase.value if problem is None else problem.reason,
+                      message if problem is None else problem.message),
+        ConditionSpec("Complete", finished_ok, phase.value, message),
         ConditionSpec("Failed", phase is IngestionPhase.FAILED, failed_reason or phase.value, message),
         ConditionSpec("Suspended", phase is IngestionPhase.SUSPENDED, phase.value, message),
     ]
