@@ -199,3 +199,28 @@ def test_errors_of_the_reconcile_and_of_the_cleanup_land_on_the_object(kube, nam
     finally:
         stop(running.proc)
         kube.kubectl("delete", "clusterrole,clusterrolebinding", account, "--ignore-not-found")
+
+
+def test_a_worker_that_cannot_run_says_why_on_the_object(kube, namespace, operator, local_node, milvus_server,
+                                                          collection_name, tmp_path):
+    """model.dimension 768 for a 384-dimension model: the shard exits EXIT_PERMANENT, the Job fails the
+    index without retrying it (podFailurePolicy), and the worker's one-line reason is on the object."""
+    from tributary_workers.contract.exits import EXIT_PERMANENT
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("a document that is never embedded")
+    apply(kube, namespace, ingestion_job(
+        source={"type": "local", "uri": str(corpus)}, backoffLimitPerIndex=3,
+        target={"inline": {"milvusUri": milvus_server.uri, "collection": collection_name,
+                           "model": {**MODEL, "dimension": 768}}}))
+    condition = wait_ready_reason(kube, namespace, {"RunFailed"}, timeout=180)
+    expected = "model sentence-transformers/all-MiniLM-L6-v2 produces 384-dimension vectors, not 768"
+    assert expected in condition["message"]
+    status = get_json(kube, namespace, "ingestionjob", "docs")["status"]
+    assert status["phase"] == "Failed" and expected in status["shards"][0]["message"]
+    pods = get_json(kube, namespace, "pods")["items"]
+    assert len(pods) == 1, "a retry cannot help: the index failed after one attempt"
+    assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == EXIT_PERMANENT
+    warning = events(kube, namespace, reason="RunFailed")
+    assert len(warning) == 1 and warning[0]["type"] == "Warning" and expected in warning[0]["message"]
