@@ -147,6 +147,8 @@ RESTRICTED_ROLE = {
         {"apiGroups": ["tributary.dev"], "resources": ["ingestionjobs/status"], "verbs": ["get", "patch", "update"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
     ],
 }
 
@@ -224,3 +226,26 @@ def test_a_worker_that_cannot_run_says_why_on_the_object(kube, namespace, operat
     assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == EXIT_PERMANENT
     warning = events(kube, namespace, reason="RunFailed")
     assert len(warning) == 1 and warning[0]["type"] == "Warning" and expected in warning[0]["message"]
+
+
+def test_a_second_operator_stands_by_and_takes_over_when_the_first_dies(kube, namespace, tmp_path):
+    first = launch(kube.kubeconfig, namespace, tmp_path / "first.log")
+    second = None
+    try:
+        wait_for(lambda: "leading as" in first.logs(), timeout=30, message="the first operator leads")
+        second = launch(kube.kubeconfig, namespace, tmp_path / "second.log")
+        wait_for(lambda: "standing by: another operator is active for this scope" in second.logs(), timeout=30,
+                 message="the second operator stands by")
+        apply(kube, namespace, ingestion_job())
+        wait_for(lambda: jobs(kube, namespace), timeout=30, message="the first operator's run")
+        assert "Handler 'reconcile' succeeded" not in second.logs()  # it never acted on the object
+        first.proc.kill()  # no chance to release: the Lease must expire
+        wait_for(lambda: "took over Lease" in second.logs(), timeout=45, message="the standby takes over")
+        kube.kubectl("-n", namespace, "patch", "ingestionjob", "docs", "--type=merge", "-p",
+                     json.dumps({"spec": {"suspend": True}}))
+        wait_for(lambda: jobs(kube, namespace)[0]["spec"].get("suspend") is True, timeout=30,
+                 message="the new leader reconciles")
+    finally:
+        stop(first.proc)
+        if second is not None:
+            stop(second.proc)
