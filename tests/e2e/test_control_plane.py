@@ -51,10 +51,15 @@ def test_the_token_controller_fills_a_legacy_service_account_token_secret(kube, 
     assert data
 
 
+def get_namespace_labels(kube, namespace: str) -> dict[str, str]:
+    return json.loads(kube.kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]["labels"]
+
+
 def test_restricted_pod_security_is_enforced_by_the_api_server(kube, namespace):
     """The process kubelet cannot enforce users (it runs processes as the test's user): the API
     server's Pod Security admission is what rejects pods that are not runAsNonRoot and so on."""
-    kube.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    labels = get_namespace_labels(kube, namespace)
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"  # every e2e namespace, by the fixture
     loose = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "loose"},
              "spec": {"containers": [{"name": "c", "image": "x.invalid/x", "command": ["true"]}]}}
     rejected = kube.kubectl("-n", namespace, "create", "-f", "-", input=yaml.safe_dump(loose), check=False)
@@ -66,10 +71,9 @@ def test_restricted_pod_security_is_enforced_by_the_api_server(kube, namespace):
     ij = IngestionJob.from_body({"apiVersion": "tributary.dev/v1alpha1", "kind": "IngestionJob",
                                  "metadata": {"name": "docs", "namespace": namespace}, "spec": {
         "source": {"type": "local", "uri": "/data"}, "target": {"inline": {
-            "milvusUri": "http://m:19530", "collection": "c", "model": {"name": "m", "dimension": 3}}}}})
+            "milvusUri": "http://m:19530", "collection": "c", "model": {"name": "all-MiniLM-L6-v2", "dimension": 3}}}}})
     template = build_job(ij, "docs-1", inline_target(ij.spec), OperatorDefaults())["spec"]["template"]
     worker = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker"}, "spec": template["spec"]}
-    kube.kubectl("-n", namespace, "create", "serviceaccount", template["spec"]["serviceAccountName"])
     kube.kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(worker))
 
 

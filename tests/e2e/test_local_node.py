@@ -42,8 +42,14 @@ IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SI
                    "time.sleep(120)")
 
 
+# Test namespaces enforce the `restricted` Pod Security Standard, as the operator's pods must pass it.
+RESTRICTED = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+              "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def container(script: str, **fields: Any) -> dict[str, Any]:
-    return {"name": "main", "image": "unused.invalid/pod", "command": ["python", "-c", script], **fields}
+    return {"name": "main", "image": "unused.invalid/pod", "command": ["python", "-c", script],
+            "securityContext": RESTRICTED, **fields}
 
 
 def apply(kube, namespace: str, manifest: dict[str, Any]) -> None:

@@ -88,16 +88,13 @@ def check_control_plane(kube: Cluster) -> None:
         pytest.fail(problem, pytrace=False)
 
 
-WORKER_ACCOUNT = "tributary-worker"  # what the Helm chart creates for the worker pods
-
-
 def namespace_manifests(name: str) -> str:
     """A namespace as a platform team runs one: the `restricted` Pod Security Standard enforced (the
-    PodSecurity admission plugin is part of kube-apiserver), and the worker ServiceAccount present."""
+    PodSecurity admission plugin is part of kube-apiserver), so any pod the operator creates that
+    breaks it fails a test."""
     return yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
             "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": WORKER_ACCOUNT, "namespace": name}},
     ])
 
 

@@ -39,8 +39,15 @@ def launch(kubeconfig: Path, namespace: str, log: Path) -> OperatorProcess:
     return OperatorProcess(proc, log)
 
 
+def create_worker_account(kube, namespace: str) -> None:
+    """The workers' ServiceAccount, which the Helm chart creates in every watched namespace (the
+    operator's pre-flight waits for it, and the ServiceAccount admission plugin needs it)."""
+    kube.kubectl("-n", namespace, "create", "serviceaccount", OperatorDefaults.service_account)
+
+
 @pytest.fixture
 def operator(kube, namespace, tmp_path, request) -> Iterator[OperatorProcess]:
+    create_worker_account(kube, namespace)
     running = launch(kube.kubeconfig, namespace, tmp_path / "operator.log")
     proc, log = running.proc, running.log
     yield running
