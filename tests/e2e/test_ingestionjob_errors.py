@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from harness.operator import launch
+from harness.operator import create_worker_account, launch
 from harness.waiting import wait_for
 from tributary_workers.localservers import stop
 
@@ -229,6 +229,7 @@ def test_a_worker_that_cannot_run_says_why_on_the_object(kube, namespace, operat
 
 
 def test_a_second_operator_stands_by_and_takes_over_when_the_first_dies(kube, namespace, tmp_path):
+    create_worker_account(kube, namespace)
     first = launch(kube.kubeconfig, namespace, tmp_path / "first.log")
     second = None
     try:
