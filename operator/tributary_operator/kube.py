@@ -147,6 +147,35 @@ def error_text(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def read_lease(namespace: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(spec, resourceVersion) of a Lease, or (None, None) when it does not exist."""
+    try:
+        lease = client.CoordinationV1Api(api()).read_namespaced_lease(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None, None
+        raise
+    return _plain(lease).get("spec") or {}, lease.metadata.resource_version
+
+
+def write_lease(namespace: str, name: str, spec: dict[str, Any], resource_version: str | None) -> bool:
+    """Create the Lease, or replace it at the version read (compare-and-swap); False when another
+    instance wrote it first."""
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": spec,
+            "metadata": {"name": name, "namespace": namespace,
+                         **({"resourceVersion": resource_version} if resource_version else {})}}
+    try:
+        if resource_version is None:
+            client.CoordinationV1Api(api()).create_namespaced_lease(namespace, body)
+        else:
+            client.CoordinationV1Api(api()).replace_namespaced_lease(name, namespace, body)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
 def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
     try:
         return client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)

@@ -15,8 +15,13 @@ def run(args: argparse.Namespace) -> int:
 
     metrics.serve(args.metrics_port)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    if args.leader_election:
+        from tributary_operator import kube, leader
+
+        kube.load_config()
+        leader.hold_leadership(args.namespace)  # blocks while another instance is active
     kopf.run(
-        standalone=True,  # one operator instance per cluster (a Deployment with replicas 1)
+        standalone=True,  # kopf's own peering off: one active instance is ensured by the Lease above
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,

@@ -16,4 +16,7 @@ def add_operator_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--log-format", choices=["plain", "full", "json"], default="json",
                         help="log format; json gives structured logs (default)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--no-leader-election", dest="leader_election", action="store_false",
+                        help="skip the Lease that keeps one active operator per watched scope (only for a "
+                             "single instance you run by hand)")
     return parser

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from harness.operator import launch
+from harness.operator import create_worker_account, launch
 from harness.waiting import wait_for
 from tributary_workers.localservers import stop
 
@@ -147,6 +147,8 @@ RESTRICTED_ROLE = {
         {"apiGroups": ["tributary.dev"], "resources": ["ingestionjobs/status"], "verbs": ["get", "patch", "update"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
     ],
 }
 
@@ -199,3 +201,52 @@ def test_errors_of_the_reconcile_and_of_the_cleanup_land_on_the_object(kube, nam
     finally:
         stop(running.proc)
         kube.kubectl("delete", "clusterrole,clusterrolebinding", account, "--ignore-not-found")
+
+
+def test_a_worker_that_cannot_run_says_why_on_the_object(kube, namespace, operator, local_node, milvus_server,
+                                                          collection_name, tmp_path):
+    """model.dimension 768 for a 384-dimension model: the shard exits EXIT_PERMANENT, the Job fails the
+    index without retrying it (podFailurePolicy), and the worker's one-line reason is on the object."""
+    from tributary_workers.contract.exits import EXIT_PERMANENT
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("a document that is never embedded")
+    apply(kube, namespace, ingestion_job(
+        source={"type": "local", "uri": str(corpus)}, backoffLimitPerIndex=3,
+        target={"inline": {"milvusUri": milvus_server.uri, "collection": collection_name,
+                           "model": {**MODEL, "dimension": 768}}}))
+    condition = wait_ready_reason(kube, namespace, {"RunFailed"}, timeout=180)
+    expected = "model sentence-transformers/all-MiniLM-L6-v2 produces 384-dimension vectors, not 768"
+    assert expected in condition["message"]
+    status = get_json(kube, namespace, "ingestionjob", "docs")["status"]
+    assert status["phase"] == "Failed" and expected in status["shards"][0]["message"]
+    pods = get_json(kube, namespace, "pods")["items"]
+    assert len(pods) == 1, "a retry cannot help: the index failed after one attempt"
+    assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == EXIT_PERMANENT
+    warning = events(kube, namespace, reason="RunFailed")
+    assert len(warning) == 1 and warning[0]["type"] == "Warning" and expected in warning[0]["message"]
+
+
+def test_a_second_operator_stands_by_and_takes_over_when_the_first_dies(kube, namespace, tmp_path):
+    create_worker_account(kube, namespace)
+    first = launch(kube.kubeconfig, namespace, tmp_path / "first.log")
+    second = None
+    try:
+        wait_for(lambda: "leading as" in first.logs(), timeout=30, message="the first operator leads")
+        second = launch(kube.kubeconfig, namespace, tmp_path / "second.log")
+        wait_for(lambda: "standing by: another operator is active for this scope" in second.logs(), timeout=30,
+                 message="the second operator stands by")
+        apply(kube, namespace, ingestion_job())
+        wait_for(lambda: jobs(kube, namespace), timeout=30, message="the first operator's run")
+        assert "Handler 'reconcile' succeeded" not in second.logs()  # it never acted on the object
+        first.proc.kill()  # no chance to release: the Lease must expire
+        wait_for(lambda: "took over Lease" in second.logs(), timeout=45, message="the standby takes over")
+        kube.kubectl("-n", namespace, "patch", "ingestionjob", "docs", "--type=merge", "-p",
+                     json.dumps({"spec": {"suspend": True}}))
+        wait_for(lambda: jobs(kube, namespace)[0]["spec"].get("suspend") is True, timeout=30,
+                 message="the new leader reconciles")
+    finally:
+        stop(first.proc)
+        if second is not None:
+            stop(second.proc)

@@ -193,7 +193,7 @@ def test_job_status_is_read_like_the_job_controller_writes_it():
 
 
 def test_worker_pods_stop_quickly_report_through_the_termination_log_and_fail_an_index_on_usage_errors():
-    from tributary_workers.cli.args import EXIT_USAGE
+    from tributary_workers.contract.exits import EXIT_PERMANENT
     from tributary_workers.contract import env as ENV
 
     job = build_job(make_ij(), "r", inline_target(make_ij().spec), OperatorDefaults())
@@ -203,7 +203,7 @@ def test_worker_pods_stop_quickly_report_through_the_termination_log_and_fail_an
     assert env_of(job)[ENV.REPORT_FILE]["value"] == container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     fail_index, ignore = job["spec"]["podFailurePolicy"]["rules"]
-    assert fail_index["action"] == "FailIndex" and fail_index["onExitCodes"]["values"] == [EXIT_USAGE]
+    assert fail_index["action"] == "FailIndex" and fail_index["onExitCodes"]["values"] == [EXIT_PERMANENT]
     assert fail_index["onExitCodes"]["containerName"] == container["name"]
     assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}  # restricted Pod Security

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
+class PermanentError(Exception):
+    """An error a retry cannot fix (settings, model, collection mismatch): workers exit EXIT_PERMANENT."""
+
+
 def one_line(exc: BaseException) -> str:
     """The message of an error on one line (pymilvus wraps its message in a repr)."""
     message = getattr(exc, "message", None) if type(exc).__name__ == "MilvusException" else None

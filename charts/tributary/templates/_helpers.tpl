@@ -109,6 +109,11 @@ What the operator does inside a namespace it watches, as RBAC rules: one list fo
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# Leader election: one Lease per watched namespace (or one in the release namespace when watching
+# the whole cluster) keeps a single active operator per scope; a second release stands by.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
 # The runs' pods, listed by label: their termination messages say why a shard failed.
 - apiGroups: [""]
   resources: ["pods"]

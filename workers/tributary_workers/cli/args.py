@@ -17,14 +17,19 @@ from typing import Any
 
 from tributary_workers.contract import defaults
 from tributary_workers.contract import env as ENV
-from tributary_workers.errors import one_line
+from tributary_workers.contract.exits import (  # noqa: F401  (re-exported for the commands)
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_PERMANENT,
+)
+from tributary_workers.errors import PermanentError, one_line
 
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130
 INDEX_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
-class FatalError(Exception):
+class FatalError(PermanentError):
     """Stops the command with a one-line message and exit status 1."""
 
 
@@ -127,13 +132,14 @@ def quiet_libraries() -> None:
 
 def worker_main(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
                 run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
-    """A container entry point: log lines with timestamps, flags (or env), then run_main."""
+    """A container entry point: log lines with timestamps, flags (or env), then run_main; an error
+    no retry can fix exits EXIT_PERMANENT, so the Job fails the shard instead of retrying it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    return run_main(prog, lambda: run(args))
+    return run_main(prog, lambda: run(args), permanent_exit=EXIT_PERMANENT)
 
 
-def run_main(prog: str, command: Callable[[], int]) -> int:
+def run_main(prog: str, command: Callable[[], int], permanent_exit: int = EXIT_FATAL) -> int:
     """Run an entry point: a fatal error becomes one line on stderr and exit status 1.
 
     TRIBUTARY_DEBUG=1 lets the traceback through instead.
@@ -148,4 +154,4 @@ def run_main(prog: str, command: Callable[[], int]) -> int:
         if os.environ.get(ENV.DEBUG):
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_FATAL
+        return permanent_exit if isinstance(exc, PermanentError) else EXIT_FATAL

@@ -7,12 +7,17 @@ tributary_workers.cost package computes (docs/cost.md).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from tributary_workers.cli.args import EXIT_OK, FatalError, add_chunking_options, index_name, positive_int
+from tributary_workers.cli.args import (
+    EXIT_OK,
+    FatalError,
+    add_chunking_options,
+    index_name,
+    positive_int,
+)
 from tributary_workers.contract import defaults
 
 DEFAULT_STRATEGIES = {"pure_streaming": 0.0, "hybrid": "bulk"}

@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tributary_workers.cost.model import Inputs, break_even, cost_strategy, share_of, with_figure
+from tributary_workers.cost.model import (
+    Inputs,
+    break_even,
+    cost_strategy,
+    share_of,
+    with_figure,
+)
 
 FORMATS = (".png", ".svg")
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from tributary_workers.contract import defaults
 from tributary_workers.documents import Chunk, Document, DocumentError
+from tributary_workers.errors import PermanentError
 
 
 class Tokenizer(Protocol):
@@ -26,7 +27,7 @@ class Tokenizer(Protocol):
     def num_special_tokens_to_add(self, pair: bool = False) -> int: ...
 
 
-class ChunkingConfigError(ValueError):
+class ChunkingConfigError(PermanentError, ValueError):
     """Chunk settings the model cannot honour; fatal, reported before any document is read."""
 
 

@@ -18,13 +18,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
+from tributary_workers.errors import PermanentError
 
 
-class ModelMismatchError(ValueError):
+class ModelMismatchError(PermanentError, ValueError):
     """The model is not the one the spec describes (e.g. another vector length); fatal, one line."""
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(PermanentError, ValueError):
     """The model path does not hold a sentence-transformers model; fatal, one line."""
 
 

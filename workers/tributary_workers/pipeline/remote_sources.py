@@ -22,7 +22,10 @@ from tenacity import (
 from tributary_workers.documents import DocumentError, DocumentRef, RawDocument
 from tributary_workers.errors import one_line
 from tributary_workers.pipeline.sources import (
-    DocIdFilter, SourceError, datetime_to_ns, guess_content_type,
+    DocIdFilter,
+    SourceError,
+    datetime_to_ns,
+    guess_content_type,
 )
 
 # ---------------------------------------------------------------------------------------------

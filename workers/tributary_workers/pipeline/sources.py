@@ -26,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-
 from tributary_workers.documents import DocumentError, DocumentRef, RawDocument
 
 
@@ -54,7 +53,10 @@ def open_source(
     storage_options: dict[str, Any] | None = None,
 ) -> Source:
     """The source for a URI: a path, glob or file:// URI, http(s) URL(s), or s3://bucket/prefix."""
-    from tributary_workers.pipeline.remote_sources import HttpSource, S3Source  # aiohttp/fsspec only when used
+    from tributary_workers.pipeline.remote_sources import (  # aiohttp/fsspec only when used
+        HttpSource,
+        S3Source,
+    )
 
     doc_filter = DocIdFilter(include, exclude)
     if not isinstance(uri, str):

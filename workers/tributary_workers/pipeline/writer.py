@@ -19,6 +19,7 @@ import numpy as np
 
 from tributary_workers.contract import env as ENV
 from tributary_workers.documents import Chunk
+from tributary_workers.errors import PermanentError
 
 # Bounds for one request: well under Milvus' 64 MiB gRPC message limit.
 MAX_ROWS_PER_REQUEST = 512
@@ -39,7 +40,7 @@ class MilvusUnavailableError(RuntimeError):
     """Milvus cannot be reached or refuses the collection; fatal for a run, one line."""
 
 
-class IncompatibleCollectionError(RuntimeError):
+class IncompatibleCollectionError(PermanentError, RuntimeError):
     """The collection holds another model's embeddings, or vectors of another dimension."""
 
 
@@ -47,7 +48,7 @@ class CollectionNotFoundError(LookupError):
     """A reader asked for a collection that does not exist."""
 
 
-class CollectionNotEmptyError(RuntimeError):
+class CollectionNotEmptyError(PermanentError, RuntimeError):
     """Bulk-load mode asked for on a collection that already holds data."""
 
 

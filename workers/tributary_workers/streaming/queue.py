@@ -33,7 +33,6 @@ from typing import Any
 
 from tributary_workers.contract import defaults, keys
 
-
 DEFAULT_GROUP = defaults.CONSUMER_GROUP
 LAG_COUNT_CAP = 100_000  # entries counted with XRANGE when Redis cannot tell the lag
 MAX_SEQ = 2**64 - 1

@@ -10,7 +10,6 @@ from prometheus_client import Counter, Gauge, Histogram
 from tributary_workers.pipeline.indexer import Status
 from tributary_workers.streaming.events import Event
 
-
 EVENTS = Counter("tributary_stream_events_total", "Stream events acknowledged, by result", ["result"])
 LATENCY = Histogram(
     "tributary_stream_latency_seconds",

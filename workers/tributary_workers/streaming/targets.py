@@ -12,7 +12,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tributary_workers.documents import Document, DocumentError, DocumentRef, RawDocument
+from tributary_workers.documents import (
+    Document,
+    DocumentError,
+    DocumentRef,
+    RawDocument,
+)
 from tributary_workers.ledger import open_ledger
 from tributary_workers.pipeline.indexer import DocResult, DocumentIndexer
 from tributary_workers.pipeline.parsers import Parser

@@ -73,12 +73,23 @@ from tributary_workers.streaming.decisions import (
     latency_seconds,
 )
 from tributary_workers.streaming.events import Event, EventError, event_from_fields
-from tributary_workers.streaming.targets import EventDocuments, WriteTarget
 from tributary_workers.streaming.queue import DeadLetter, Entry, GroupState, RedisStream
 from tributary_workers.streaming.report import (
-    BATCH_SECONDS, BATCH_SIZE, DEAD_LETTERED, EVENTS, LAG, LATENCY, PENDING, RECLAIMED, RESULT_OF_STATUS, RETRIES,
-    TRIMMED, Handled, StreamReport,
+    BATCH_SECONDS,
+    BATCH_SIZE,
+    DEAD_LETTERED,
+    EVENTS,
+    LAG,
+    LATENCY,
+    PENDING,
+    RECLAIMED,
+    RESULT_OF_STATUS,
+    RETRIES,
+    TRIMMED,
+    Handled,
+    StreamReport,
 )
+from tributary_workers.streaming.targets import EventDocuments, WriteTarget
 
 log = logging.getLogger("tributary.stream")
 

@@ -16,6 +16,7 @@ from typing import Any
 from tributary_workers.contract import defaults as shared
 from tributary_workers.contract import env as ENV
 from tributary_workers.contract import keys
+from tributary_workers.contract.exits import EXIT_PERMANENT
 
 from tributary_operator.api.v1alpha1 import (
     CheckpointBackend,
@@ -34,8 +35,8 @@ MAX_RUN_NAME = 52
 # Where kubelet reads a container's termination message; the batch worker writes its report there.
 TERMINATION_LOG = "/dev/termination-log"
 # Exit codes a retry cannot fix: the index fails at once (podFailurePolicy FailIndex) instead of
-# spending backoffLimitPerIndex. EXIT_USAGE of tributary_workers.cli.args (a unit test keeps them equal).
-UNRETRYABLE_EXIT_CODES = (2,)
+# spending backoffLimitPerIndex.
+UNRETRYABLE_EXIT_CODES = (EXIT_PERMANENT,)
 
 
 @dataclass(frozen=True)
