@@ -125,7 +125,7 @@ def test_the_chart_next_to_the_output_gets_identical_copies(tmp_path, capsys):
     ("kind", "plural", "short", "columns"),
     [
         ("IngestionJob", "ingestionjobs", "ij", ["Phase", "Progress", "ETA", "Succeeded", "Failed", "Age"]),
-        ("StreamPipeline", "streampipelines", "sp", ["Phase", "Replicas", "Lag", "Age"]),
+        ("StreamPipeline", "streampipelines", "sp", ["Phase", "Replicas", "Desired", "Backlog", "Age"]),
         ("EmbeddingIndex", "embeddingindexes", "ei", ["Phase", "Alias", "Active", "Candidate", "Age"]),
     ],
 )

@@ -78,28 +78,32 @@ class Scaling(ApiModel):
     target_lag_per_replica: int = Field(
         1000,
         ge=1,
-        description="Pending messages each replica is expected to handle; desired replicas are "
-        "lag / targetLagPerReplica, rounded up and clamped to replicas.",
+        description="Backlog each replica is expected to handle, where the backlog is the group's "
+        "lag (entries not yet delivered) plus its pending entries (delivered, not yet acknowledged); "
+        "desired replicas are backlog / targetLagPerReplica, rounded up and clamped to replicas.",
     )
     polling_interval_seconds: int = Field(
-        15, ge=1, le=3600, description="How often the lag is measured."
+        15, ge=1, le=3600, description="How often the backlog is measured."
     )
     scale_up_stabilization_seconds: int = Field(
         0,
         ge=0,
         le=3600,
-        description="Window whose lowest recommendation is used when scaling up, to ride out spikes.",
+        description="Window whose lowest recommendation is used when scaling up, to ride out spikes; "
+        "a pipeline at zero replicas wakes to one at once regardless.",
     )
     scale_down_stabilization_seconds: int = Field(
         300,
         ge=0,
         le=3600,
         description="Window whose highest recommendation is used when scaling down, to avoid "
-        "flapping.",
+        "flapping; each step down at most halves the replicas.",
     )
     scale_to_zero: bool = Field(
         False,
-        description="Allows scaling to zero replicas when there is no lag; requires replicas.min 0.",
+        description="Allows scaling to zero replicas once the backlog (lag and pending) has been zero "
+        "for the whole scaleDownStabilizationSeconds; requires replicas.min 0. Never while the "
+        "backlog is unknown or the index is re-embedding.",
     )
 
 
@@ -134,8 +138,8 @@ class Backpressure(ApiModel):
     high_watermark: int = Field(
         shared.HIGH_WATERMARK,
         ge=1,
-        description="Backlog (messages) at which backpressure turns on: the Backpressure condition "
-        "becomes True.",
+        description="Backlog (lag + pending of the pipeline's group) at which backpressure turns on: "
+        "the Backpressure condition becomes True.",
     )
     low_watermark: int = Field(
         shared.LOW_WATERMARK,
@@ -195,8 +199,10 @@ class StreamPipelineSpec(ApiModel):
 
 class StreamPhase(StrEnum):
     PENDING = "Pending"
+    IDLE = "Idle"
     RUNNING = "Running"
-    SCALED_TO_ZERO = "ScaledToZero"
+    SCALING = "Scaling"
+    BACKPRESSURED = "Backpressured"
     DEGRADED = "Degraded"
     FAILED = "Failed"
 
@@ -205,17 +211,26 @@ class StreamPipelineStatus(ObservedStatus):
     """Observed state of a StreamPipeline, written by the operator."""
 
     phase: StreamPhase | None = Field(
-        None, description="Pending, Running, ScaledToZero, Degraded or Failed."
+        None,
+        description="Pending, Idle (zero replicas, nothing to do), Running, Scaling (replicas on "
+        "their way to desiredReplicas), Backpressured (backlog above highWatermark), Degraded (Redis "
+        "unreachable: replicas held) or Failed.",
     )
     replicas: int | None = Field(None, ge=0, description="Worker replicas currently running.")
     desired_replicas: int | None = Field(
         None, ge=0, description="Replicas the autoscaler last asked for."
     )
     lag: int | None = Field(
-        None, ge=0, description="Messages in the stream not yet delivered to the consumer group."
+        None,
+        ge=0,
+        description="Messages in the stream not yet delivered to the consumer group; estimated "
+        "from entries-added - entries-read when Redis reports no lag, unset when unknown.",
     )
     pending: int | None = Field(
         None, ge=0, description="Messages delivered but not yet acknowledged."
+    )
+    backlog: int | None = Field(
+        None, ge=0, description="lag + pending: what the replicas are scaled on; unset when unknown."
     )
     last_scale_time: datetime | None = Field(None, description="When the replica count last changed.")
 
@@ -234,8 +249,8 @@ class StreamPipeline(CustomResource):
         printer_columns=(
             PrinterColumn("Phase", ".status.phase", "string", "Phase of the pipeline."),
             PrinterColumn("Replicas", ".status.replicas", "integer", "Worker replicas running."),
-            PrinterColumn("Lag", ".status.lag", "integer", "Messages not yet delivered."),
-            PrinterColumn("Desired", ".status.desiredReplicas", "integer", "Replicas wanted.", 1),
+            PrinterColumn("Desired", ".status.desiredReplicas", "integer", "Replicas wanted."),
+            PrinterColumn("Backlog", ".status.backlog", "integer", "Lag + pending messages."),
             PrinterColumn("Index", ".spec.indexRef.name", "string", "Target EmbeddingIndex.", 1),
             AGE,
         ),

@@ -1,0 +1,160 @@
+"""EmbeddingIndex provisioning, pure: the collection's name, what a spec change needs, brownfield adoption.
+
+- The collection is named from the spec's essence (what changes the vectors or how they are found):
+  the model (its id, revision, sequence length: everything but the expected dimension, a check), the
+  chunking, and the index (type, params, metric). Same essence, same name; any change, a new one.
+- A change of the essence needs a re-embedding into a new collection; serving replicas, validation
+  and retention apply in place; a new Milvus connection or alias is a new place altogether.
+- An alias that already exists is adopted only when its collection records the spec's model and
+  dimension (the properties tributary workers write); otherwise a Conflict that says what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Any
+
+from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
+
+from tributary_operator.api.v1alpha1 import EmbeddingIndexSpec
+from tributary_operator.api.v1alpha1.schema import BUNDLED_MODELS
+
+MILVUS_NAME_LIMIT = 255
+HASH_LENGTH = 8
+
+# The collection properties a tributary writer records (workers/tributary_workers/pipeline/writer.py).
+MODEL_PROPERTY = "tributary.model_id"
+DIMENSION_PROPERTY = "tributary.dimension"
+
+
+def model_id(name: str) -> str:
+    """The id a worker records for a model name: the bundled id, or the model directory's name."""
+    return DEFAULT_MODEL_ID if name in BUNDLED_MODELS else PurePosixPath(name).name
+
+
+def essence(spec: EmbeddingIndexSpec) -> dict[str, Any]:
+    """What the vectors depend on. Unset fields are left out, so a new optional field added to the
+    API later does not rename (and re-embed) every existing index."""
+    model = spec.model.model_dump(mode="json", exclude={"dimension"}, exclude_none=True, by_alias=True)
+    if spec.model.name in BUNDLED_MODELS:  # one model, two spellings: one name
+        model["name"] = DEFAULT_MODEL_ID
+    return {
+        "model": model,
+        "chunking": spec.chunking.model_dump(mode="json", exclude_none=True, by_alias=True),
+        "index": spec.index.model_dump(mode="json", exclude_none=True, by_alias=True),
+    }
+
+
+def essence_hash(spec: EmbeddingIndexSpec) -> str:
+    data = {"alias": spec.alias, **essence(spec)}  # the alias too: truncated aliases must not collide
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def collection_name(spec: EmbeddingIndexSpec) -> str:
+    """<alias>_<8 hex>, the alias shortened to fit Milvus' 255 characters."""
+    return f"{spec.alias[:MILVUS_NAME_LIMIT - HASH_LENGTH - 1]}_{essence_hash(spec)}"
+
+
+class ChangeKind(StrEnum):
+    NONE = "None"
+    IN_PLACE = "InPlace"  # serving replicas, validation thresholds, retention
+    REEMBED = "Reembed"  # model, chunking or index: a new collection, built and swapped to
+    RELOCATE = "Relocate"  # another Milvus or another alias: not a change of this collection
+
+
+# Fields by what a change of them needs; every spec field is in exactly one (a unit test checks).
+IN_PLACE_FIELDS = ("serving", "validation", "retention")
+ESSENCE_FIELDS = ("model", "chunking", "index")
+PLACE_FIELDS = ("milvus", "alias")
+
+
+@dataclass(frozen=True)
+class SpecChange:
+    kind: ChangeKind
+    fields: tuple[str, ...] = ()  # the camelCase spec fields that differ
+
+
+def classify_change(old: EmbeddingIndexSpec, new: EmbeddingIndexSpec) -> SpecChange:
+    """What going from ``old`` to ``new`` takes; the most demanding kind wins."""
+    before, after = old.model_dump(mode="json", by_alias=True), new.model_dump(mode="json", by_alias=True)
+    aliases = {name: field.alias or name for name, field in EmbeddingIndexSpec.model_fields.items()}
+    differ = tuple(aliases[name] for name in EmbeddingIndexSpec.model_fields
+                   if before.get(aliases[name]) != after.get(aliases[name]))
+    if not differ:
+        return SpecChange(ChangeKind.NONE)
+    if any(aliases[f] in differ for f in PLACE_FIELDS):
+        return SpecChange(ChangeKind.RELOCATE, differ)
+    if collection_name(old) != collection_name(new):
+        return SpecChange(ChangeKind.REEMBED, differ)
+    # Essence fields that differ only in spelling (all-MiniLM-L6-v2 vs its full id) rename nothing.
+    return SpecChange(ChangeKind.IN_PLACE, differ)
+
+
+# --- brownfield adoption -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExistingAlias:
+    """What Milvus says of the spec's alias: the collection it points at and what that records."""
+
+    collection: str | None  # None: no such alias
+    properties: Mapping[str, str] = field(default_factory=dict)  # the collection's properties
+    vector_dimension: int | None = None  # the vector field's dim, from describe_collection
+
+
+class AdoptAction(StrEnum):
+    CREATE = "Create"
+    ADOPT = "Adopt"
+    CONFLICT = "Conflict"
+
+
+@dataclass(frozen=True)
+class Adoption:
+    action: AdoptAction
+    collection: str  # the collection to create or adopt; the one in the way for a conflict
+    reason: str
+    message: str
+
+
+def adoption(spec: EmbeddingIndexSpec, existing: ExistingAlias) -> Adoption:
+    """Create the first collection, adopt what the alias already serves, or refuse (never repoint)."""
+    if existing.collection is None:
+        name = collection_name(spec)
+        return Adoption(AdoptAction.CREATE, name, "Provisioning",
+                        f"creating collection {name} and alias {spec.alias} pointing at it")
+    props = existing.properties
+    want_model = model_id(spec.model.name)
+    recorded_model = props.get(MODEL_PROPERTY)
+    recorded_dim = props.get(DIMENSION_PROPERTY)
+    where = f"alias {spec.alias} points at collection {existing.collection}"
+    problems: list[str] = []
+    reason = "Conflict"
+    if recorded_model is None:
+        reason = "UnrecordedModel"
+        problems.append(f"it records no {MODEL_PROPERTY}, so the model of its vectors is unknown")
+    elif recorded_model != want_model:
+        reason = "ModelMismatch"
+        problems.append(f"it holds model {recorded_model}, the spec asks for {want_model}")
+    dims = {d for d in (recorded_dim, existing.vector_dimension) if d is not None}
+    dims_int = {int(d) for d in dims}
+    if len(dims_int) > 1:
+        problems.append(f"its {DIMENSION_PROPERTY} {recorded_dim} disagrees with its vector field's "
+                        f"dimension {existing.vector_dimension}")
+        reason = "DimensionMismatch" if reason == "Conflict" else reason
+    elif spec.model.dimension is not None and dims_int and spec.model.dimension not in dims_int:
+        problems.append(f"its vectors have dimension {dims_int.pop()}, the spec expects {spec.model.dimension}")
+        reason = "DimensionMismatch" if reason == "Conflict" else reason
+    if problems:
+        return Adoption(AdoptAction.CONFLICT, existing.collection, reason,
+                        f"{where}, but {'; and '.join(problems)}: not adopted and never repointed; point "
+                        f"the alias at a matching collection, drop it, or choose another alias")
+    dim = next(iter(dims_int), None)
+    named = "" if existing.collection == collection_name(spec) else " (its name is kept)"
+    return Adoption(AdoptAction.ADOPT, existing.collection, "Adopted",
+                    f"{where}, which holds model {recorded_model}"
+                    + (f" at dimension {dim}" if dim is not None else "") + f": adopted{named}")
