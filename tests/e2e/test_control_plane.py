@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
+from harness.operator import create_worker_account
 from harness.waiting import wait_for
 from testenv.control_plane import (
     CRDS_DIR,
@@ -74,6 +75,7 @@ def test_restricted_pod_security_is_enforced_by_the_api_server(kube, namespace):
             "milvusUri": "http://m:19530", "collection": "c", "model": {"name": "all-MiniLM-L6-v2", "dimension": 3}}}}})
     template = build_job(ij, "docs-1", inline_target(ij.spec), OperatorDefaults())["spec"]["template"]
     worker = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker"}, "spec": template["spec"]}
+    create_worker_account(kube, namespace)  # the ServiceAccount admission plugin looks it up first
     kube.kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(worker))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from harness.servers import free_port
 from harness.waiting import wait_for
+from tributary_workers.contract.exits import EXIT_PERMANENT
 from tributary_workers.contract.routing import (
     applied_generations,
     clear_routing,
@@ -488,7 +489,7 @@ def test_publish_cli_reports_bad_lines_and_publishes_the_rest(tmp_path, redis_se
 def test_worker_entry_point_needs_its_settings(worker_env):
     env = {k: v for k, v in worker_env.items() if not k.startswith("TRIBUTARY_") or k == "TRIBUTARY_HOME"}
     result = subprocess.run(WORKER, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == EXIT_PERMANENT, "missing settings are not fixed by a retry"
     assert result.stderr.strip() == ("tributary-stream-worker: error: missing required settings: --index, "
                                      "--redis-url, --milvus-uri (flags or TRIBUTARY_* env)")
 
