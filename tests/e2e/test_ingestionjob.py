@@ -213,3 +213,25 @@ def test_a_run_whose_job_expired_by_ttl_is_not_started_again(kube, namespace, op
     wait_for(lambda: resyncs() >= seen + 2, timeout=30, message="two more resyncs of the IngestionJob")
     assert jobs(kube, namespace) == []
     assert operator.logs().count("started run") == 1, "the expired run must not be started again"
+
+
+def test_a_scheduled_run_with_prune_removes_a_deleted_document_on_its_next_tick(
+        kube, namespace, operator, local_node, redis_secret, milvus_server, collection_name, tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 4, paragraphs=2)
+    apply(kube, namespace, ingestion_job(corpus, milvus_server.uri, collection_name, parallelism=1,
+                                         schedule="* * * * *", prune={"enabled": True}))
+    first = wait_for(lambda: (s := get_ij(kube, namespace).get("status", {})).get("phase") == "Succeeded" and s,
+                     timeout=150, interval=1, message="the first scheduled run succeeded")
+    assert first["documentsSucceeded"] == 4 and first["documentsPruned"] == 0
+    (corpus / "doc-0002.txt").unlink()
+
+    def next_run_done():
+        status = get_ij(kube, namespace).get("status", {})
+        return status.get("jobName") != first["jobName"] and status.get("phase") == "Succeeded" and status
+
+    second = wait_for(next_run_done, timeout=150, interval=1, message="the next tick's run succeeded")
+    assert (second["documentsPruned"], second["documentsUnchanged"]) == (1, 3)
+    assert "1 pruned" in next(c["message"] for c in second["conditions"] if c["type"] == "Ready")
+    assert {r["doc_id"] for r in milvus_rows(milvus_server.uri, collection_name)} == {
+        "doc-0000.txt", "doc-0001.txt", "doc-0003.txt"}

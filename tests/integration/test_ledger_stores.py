@@ -84,3 +84,20 @@ def test_concurrent_commits_exactly_one_winner_per_version(make_ledger):
         t.join(timeout=30)
     assert ledger.get("race").fence == 8
     assert outcomes[8] is Outcome.COMMITTED
+
+
+def test_provenance_is_per_collection_and_source(make_ledger):
+    from tributary_workers.ledger import Provenance
+
+    ledger, other = make_ledger("a"), make_ledger("b")
+    ledger.record_provenance("s3://bucket/docs", {"x.md": Provenance("x.md", NS_VERSION),
+                                                   "r1": Provenance("all.jsonl", 7)})
+    ledger.record_provenance("s3://bucket/other", {"y.md": Provenance("y.md", 1)})
+    ledger.record_provenance("s3://bucket/docs", {"x.md": Provenance("x.md", NS_VERSION + 1)})  # replaces
+    assert ledger.provenance("s3://bucket/docs") == {"x.md": Provenance("x.md", NS_VERSION + 1),
+                                                     "r1": Provenance("all.jsonl", 7)}
+    assert ledger.provenance("s3://bucket/other") == {"y.md": Provenance("y.md", 1)}
+    if isinstance(ledger, SQLiteLedger):  # one file, namespaces apart
+        assert other.provenance("s3://bucket/docs") == {}
+    ledger.forget_provenance("s3://bucket/docs", ["r1", "never-there"])
+    assert set(ledger.provenance("s3://bucket/docs")) == {"x.md"}

@@ -17,6 +17,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from harness.s3 import ACCESS_KEY, SECRET_KEY
 from harness.servers import free_port, stop, wait_until_listening
 from tributary_workers.documents import DocumentError, DocumentRef
 from tributary_workers.pipeline.parsers import Parser
@@ -184,40 +185,6 @@ def test_http_include_and_exclude_match_the_url(http_corpus):
 
 
 # --- S3 (moto_server) ------------------------------------------------------------------------------
-
-ACCESS_KEY = "test-access-key"
-SECRET_KEY = "test-secret-key-never-shown"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_listening(port, proc, log, timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
-
-
-@pytest.fixture
-def aws_env(monkeypatch, tmp_path, s3_endpoint) -> None:
-    """Credentials and endpoint through the standard AWS variables, isolated from ~/.aws."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
 
 @pytest.fixture
 def bucket(aws_env, s3_endpoint):

@@ -197,7 +197,8 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
     env = "!has(self.env) || self.env.all(name, name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))"
     assert rules == {
         ("IngestionJob", ""): [name_63],
-        ("IngestionJob", ".spec"): ["!(has(self.schedule) && self.mode == 'initialLoad')"],
+        ("IngestionJob", ".spec"): ["!(has(self.schedule) && self.mode == 'initialLoad')",
+                                     "!has(self.prune) || !self.prune.enabled || has(self.ledger)"],
         ("IngestionJob", ".spec.source"): [
             "has(self.uri) != has(self.urls)",
             "!has(self.urls) || self.type == 'http'",

@@ -262,3 +262,28 @@ def test_a_one_off_run_whose_job_vanished_before_its_outcome_was_seen_is_not_sta
     changed = make_ij(ttlSecondsAfterFinished=0, parallelism=3)  # a new spec is a new run
     changed.status.job_name, changed.status.phase = ij.status.job_name, "Running"
     assert decide_run(changed, [], NOW).start == one_off_run_name("nightly-docs", changed.spec)
+
+
+def test_prune_reaches_the_worker_as_env_naming_the_job_as_its_source():
+    ij = make_ij(prune={"enabled": True, "maxFraction": 0.2})
+    env = env_of(build_job(ij, "r", inline_target(ij.spec), OperatorDefaults()))
+    assert env["TRIBUTARY_PRUNE"]["value"] == "true" and env["TRIBUTARY_PRUNE_MAX_FRACTION"]["value"] == "0.2"
+    assert env["TRIBUTARY_SOURCE_ID"]["value"] == "ingestionjob/rag/nightly-docs"
+    assert "TRIBUTARY_PRUNE" not in env_of(build_job(make_ij(), "r", inline_target(make_ij().spec), OperatorDefaults()))
+
+
+def test_prune_needs_a_shared_ledger():
+    with pytest.raises(ValueError, match="prune.enabled needs spec.ledger"):
+        make_ij(prune={"enabled": True}, ledger=None)
+
+
+def test_a_refused_prune_ends_partially_succeeded_and_says_why():
+    refused = "prune refused: 8 of 10 documents (80%) are gone from the source, over the 50% limit"
+    shards = {0: ShardProgress(0, report={"documents_total": 2, "prune_refused": 8, "prune_message": refused}),
+              1: ShardProgress(1, report={"documents_total": 3, "documents_pruned": 2})}
+    run = RunView(name="r", created="t", finished=True, succeeded=True)
+    fields, conditions = compute_status(make_ij(prune={"enabled": True}), run, shards)
+    assert fields["phase"] == "PartiallySucceeded" and fields["documentsPruned"] == 2
+    ready = next(c for c in conditions if c.type == "Ready")
+    assert ready.status is True and ready.reason == "PartiallySucceeded"
+    assert ready.message.endswith(f"5 documents, 0 failed, 2 pruned; shard 0: {refused}")

@@ -18,6 +18,9 @@ class Report:
     documents_unchanged: int = 0  # includes superseded: nothing to write for them
     documents_superseded: int = 0  # subset of unchanged: the index held a newer version
     chunks_written: int = 0
+    documents_pruned: int = 0  # gone from the source, removed (prune)
+    prune_refused: int = 0  # would have been pruned, but over prune.maxFraction
+    prune_message: str = ""
     failures: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -41,8 +44,9 @@ class Report:
     def merge(self, other: Report) -> None:
         """Fold another (shard) report in; durations overlap, so the longest one counts."""
         for name in ("documents_total", "documents_succeeded", "documents_failed", "documents_unchanged",
-                     "documents_superseded", "chunks_written"):
+                     "documents_superseded", "chunks_written", "documents_pruned", "prune_refused"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.prune_message = "; ".join(m for m in (self.prune_message, other.prune_message) if m)
         for failure in other.failures:
             self.add_failure(failure["doc_id"], failure["reason"])
         self.duration_s = max(self.duration_s, other.duration_s)
@@ -53,8 +57,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0 when every document succeeded (or had nothing to do), 3 when some failed."""
-        return 3 if self.documents_failed else 0
+        """0 when every document succeeded (or had nothing to do), 3 when some failed or a prune was refused."""
+        return 3 if self.documents_failed or self.prune_refused else 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from tributary_workers import metrics
 from tributary_workers.batch.checkpoint import WatermarkTracker, open_checkpoint_store
+from tributary_workers.batch.prune import DEFAULT_MAX_FRACTION, plan_prune
 from tributary_workers.batch.report import Report
 from tributary_workers.contract import defaults, keys
 from tributary_workers.contract.checkpoints import CheckpointState
 from tributary_workers.documents import Document, DocumentError, DocumentRef
-from tributary_workers.ledger import open_ledger
+from tributary_workers.ledger import Provenance, open_ledger
 from tributary_workers.pipeline.chunker import Chunker
 from tributary_workers.pipeline.embedder import Embedder
 from tributary_workers.pipeline.indexer import (
@@ -81,6 +82,9 @@ class BatchConfig(PipelineSettings):
     max_concurrency: int = defaults.MAX_CONCURRENCY
     embed_batch_size: int = defaults.BATCH_EMBED_BATCH_SIZE
     bulk_load: bool = False
+    prune: bool = False  # remove documents this source wrote whose file is no longer listed
+    prune_max_fraction: float = DEFAULT_MAX_FRACTION
+    source_id: str | None = None  # who "this source" is for provenance; default: sources and filters
     # A finished checkpoint means: the local CLI starts a new run; a Job's pod (same job_id,
     # e.g. a pod replaced after it finished) returns the finished run's report instead.
     rerun_completed: bool = True
@@ -90,6 +94,17 @@ class BatchConfig(PipelineSettings):
             raise ValueError(f"shard index {self.shard_index} is not in [0, {self.shard_count})")
         if self.max_concurrency < 1 or self.embed_batch_size < 1:
             raise ValueError("max_concurrency and embed_batch_size must be at least 1")
+        if not 0 <= self.prune_max_fraction <= 1:
+            raise ValueError(f"prune max fraction {self.prune_max_fraction} is not in [0, 1]")
+
+    @property
+    def provenance_source(self) -> str:
+        """Two runs are "the same source" when they list the same thing: sources and filters."""
+        if self.source_id:
+            return self.source_id
+        sources = [self.source] if isinstance(self.source, str) else list(self.source)
+        return " ".join(sorted(sources)) + "".join(f" +{g}" for g in self.include) + "".join(
+            f" -{g}" for g in self.exclude)
 
     @property
     def checkpoint_key(self) -> str:
@@ -284,6 +299,8 @@ class BatchWorker:
         if errors:
             raise errors[0]
 
+        if cfg.prune:
+            self._prune({ref.doc_id for ref in shard}, report)
         if cfg.bulk_load:
             self.writer.finish_bulk_load()
         report.duration_s = resumed_duration + time.monotonic() - started
@@ -300,12 +317,43 @@ class BatchWorker:
     def _write_group(self, group: list[_Loaded], report: Report, tracker: WatermarkTracker) -> None:
         prepared = [p for item in group for p in item.prepared]
         written = iter(self.indexer.write(prepared))  # one result per prepared doc, in order
+        provenance: dict[str, Provenance] = {}
         for item in group:
             for result in item.results + [next(written) for _ in item.prepared]:
                 report.add(result)
                 metrics.DOCUMENTS.labels(result.status.value).inc()
                 metrics.CHUNKS_WRITTEN.inc(result.chunks_written)
+                if result.status in (Status.SUCCEEDED, Status.UNCHANGED):  # what this source holds now
+                    provenance[result.doc_id] = Provenance(item.ref.doc_id, result.version)
             tracker.finished(item.ref.doc_id)
+        # Before the checkpoint that covers these documents: a resumed run never lacks their provenance.
+        self.ledger.record_provenance(self.config.provenance_source, provenance)
+
+    def _prune(self, listed: set[str], report: Report) -> None:
+        """After a complete listing: tombstone what this source wrote and no longer lists (prune.py)."""
+        cfg = self.config
+        source = cfg.provenance_source
+        provenance = self.ledger.provenance(source)
+        in_shard = lambda origin: shard_of(origin, cfg.shard_count) == cfg.shard_index  # noqa: E731
+        gone = [d for d, p in provenance.items() if in_shard(p.origin) and p.origin not in listed]
+        plan = plan_prune(provenance, listed, in_shard, {d: self.ledger.get(d) for d in gone},
+                          cfg.prune_max_fraction)
+        self.ledger.forget_provenance(source, list(plan.forget))
+        if plan.refused:
+            log.warning("%s", plan.message)
+            report.prune_refused, report.prune_message = plan.gone, plan.message
+            return
+        for doc_id, version in plan.prune.items():
+            result = self.indexer.delete(doc_id, version)
+            if result.status is Status.DELETED:
+                report.documents_pruned += 1
+            # A newer write won the race (SUPERSEDED): it stays, and is no longer this source's.
+            self.ledger.forget_provenance(source, [doc_id])
+        if plan.prune:
+            shard = f" of shard {cfg.shard_index}" if cfg.shard_count > 1 else ""
+            report.prune_message = (f"pruned {report.documents_pruned} of {plan.known} documents{shard}: "
+                                    f"gone from the source")
+            log.info("%s", report.prune_message)
 
     def close(self) -> None:
         for resource in (self.writer, self.ledger, self.checkpoints):

@@ -91,6 +91,26 @@ def add_chunking_options(parser: argparse.ArgumentParser, from_environment: bool
                              f"env {ENV.OVERLAP_TOKENS})")
 
 
+def fraction(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
+def add_prune_options(parser: argparse.ArgumentParser, from_environment: bool = False) -> None:
+    """--prune / --prune-max-fraction: remove documents gone from the source, with a guard rail."""
+    prune = from_env(ENV.PRUNE, "") == "true" if from_environment else False
+    limit = (from_env(ENV.PRUNE_MAX_FRACTION, defaults.PRUNE_MAX_FRACTION, fraction) if from_environment
+             else defaults.PRUNE_MAX_FRACTION)
+    parser.add_argument("--prune", action="store_true", default=prune,
+                        help="after a complete listing, remove documents this source wrote that it no longer "
+                             f"lists (env {ENV.PRUNE}=true)")
+    parser.add_argument("--prune-max-fraction", type=fraction, default=limit, metavar="F",
+                        help=f"refuse to prune more than this share of the source's documents in one run "
+                             f"(default {defaults.PRUNE_MAX_FRACTION}; env {ENV.PRUNE_MAX_FRACTION})")
+
+
 def add_model_options(parser: argparse.ArgumentParser, embed_batch_size: int) -> None:
     """--model, --dimension and --embed-batch-size of a worker, from flags or env."""
     parser.add_argument("--model", default=from_env(ENV.MODEL), help=f"local model path (env {ENV.MODEL})")

@@ -8,7 +8,7 @@ standard AWS_* variables.
 
 The report is printed as one JSON line on stdout and, when --report-file is set (for example
 /dev/termination-log), written there too, so the operator can read it from the pod status.
-Exit status: 0 all documents succeeded, 3 some failed, 1 fatal (one line on stderr).
+Exit status: 0 all documents succeeded, 3 some failed or a prune was refused, 1 fatal (one line on stderr).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tributary_workers.cli.args import (
     add_chunking_options,
     add_milvus_index_options,
     add_model_options,
+    add_prune_options,
     env_list,
     from_env,
     index_name,
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_chunking_options(p, from_environment=True)
     p.add_argument("--bulk-load", action="store_true", default=from_env(ENV.BULK_LOAD, "") == "true",
                    help=f"initial load into an empty collection (env {ENV.BULK_LOAD}=true)")
+    add_prune_options(p, from_environment=True)
+    p.add_argument("--source-id", default=from_env(ENV.SOURCE_ID),
+                   help=f"names this source for pruning (env {ENV.SOURCE_ID}); default: the sources and filters")
     add_milvus_index_options(p)
     p.add_argument("--partial-exit-code", type=int, default=from_env(ENV.PARTIAL_EXIT_CODE, EXIT_PARTIAL, int),
                    help="exit status when some documents failed (default 3; the operator uses 0, since "
@@ -92,6 +96,7 @@ def config_from_args(args):
         bulk_load=args.bulk_load, replicas=args.replicas, metric_type=args.metric_type,
         index_type=args.index_type, index_params=args.index_params, db_name=args.milvus_database,
         max_seq_length=args.max_sequence_length, rerun_completed=args.job_id is None,
+        prune=args.prune, prune_max_fraction=args.prune_max_fraction, source_id=args.source_id,
     )
 
 
@@ -113,7 +118,7 @@ def _run(args) -> int:
         with open(args.report_file, "w") as out:
             out.write(json.dumps({**data, "failures": data["failures"][:REPORT_FILE_FAILURES]}))
     print(json.dumps(data), flush=True)
-    return args.partial_exit_code if report.documents_failed else 0
+    return args.partial_exit_code if report.documents_failed or report.prune_refused else 0
 
 
 def main(argv: list[str] | None = None) -> int:

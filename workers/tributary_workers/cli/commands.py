@@ -19,6 +19,7 @@ from tributary_workers.cli.args import (
     FatalError,
     Parser,
     add_chunking_options,
+    add_prune_options,
     from_env,
     index_name,
     positive_int,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_chunking_options(ingest)
     ingest.add_argument("--bulk-load", action="store_true",
                         help="initial load into a new, empty collection: build the index and load at the end")
+    add_prune_options(ingest)
     ingest.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
     query = commands.add_parser("query", help="search an index")
@@ -131,6 +133,8 @@ def _ingest(args) -> int:
         model=args.model,
         chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
         bulk_load=args.bulk_load,
+        prune=args.prune,
+        prune_max_fraction=args.prune_max_fraction,
     )
     with ProgressBar(enabled=sys.stderr.isatty() or not args.json) as progress:
         worker = BatchWorker(config, on_progress=progress.update)
@@ -153,6 +157,8 @@ def print_report(report) -> None:
         f"{report.chunks_written} chunks written in {report.duration_s:.1f}s "
         f"({report.chunks_per_second:.1f} chunks/s)"
     )
+    if report.prune_message:
+        print(report.prune_message)
     for failure in report.failures:
         print(f"  failed: {failure['doc_id']}: {failure['reason']}")
 

@@ -15,6 +15,7 @@ OVERLAP_TOKENS = 32
 MAX_CONCURRENCY = 4  # documents read/parsed/chunked at once per shard
 BATCH_EMBED_BATCH_SIZE = 64  # chunks per model call: throughput first
 PARALLELISM = 1
+PRUNE_MAX_FRACTION = 0.5  # a run never prunes more than this share of its source's documents
 
 # streaming: latency first
 MAX_BATCH_SIZE = 32

@@ -34,6 +34,9 @@ MAX_CONCURRENCY = "TRIBUTARY_MAX_CONCURRENCY"
 BULK_LOAD = "TRIBUTARY_BULK_LOAD"  # "true"
 PARTIAL_EXIT_CODE = "TRIBUTARY_PARTIAL_EXIT_CODE"
 REPORT_FILE = "TRIBUTARY_REPORT_FILE"
+PRUNE = "TRIBUTARY_PRUNE"  # "true": remove documents gone from the source
+PRUNE_MAX_FRACTION = "TRIBUTARY_PRUNE_MAX_FRACTION"
+SOURCE_ID = "TRIBUTARY_SOURCE_ID"  # who "this source" is for pruning; the operator: ingestionjob/<ns>/<name>
 
 # --- streaming worker
 INDEX = "TRIBUTARY_INDEX"

@@ -7,6 +7,7 @@ STREAM_PREFIX = f"{PREFIX}:stream"
 ROUTING_PREFIX = f"{PREFIX}:routing"
 LEDGER_PREFIX = f"{PREFIX}:ledger"
 CHECKPOINT_PREFIX = f"{PREFIX}:checkpoint"
+PROVENANCE_PREFIX = f"{PREFIX}:provenance"
 
 
 def stream_key(index: str) -> str:
@@ -25,6 +26,11 @@ def routing_key(index: str) -> str:
 def applied_key(index: str) -> str:
     """Hash consumer -> routing generation it last applied."""
     return f"{ROUTING_PREFIX}:{index}:applied"
+
+
+def provenance_key(namespace: str, source_id: str) -> str:
+    """Hash doc_id -> [origin, version]: what one source wrote into one collection (for pruning)."""
+    return f"{PROVENANCE_PREFIX}:{{{namespace}}}:{source_id}"
 
 
 def checkpoint_key(job_id: str, collection: str, shard_index: int, shard_count: int) -> str:

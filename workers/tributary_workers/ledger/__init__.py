@@ -7,6 +7,7 @@ from tributary_workers.ledger.rules import (
     Decision,
     LedgerRecord,
     Outcome,
+    Provenance,
     VersionLedger,
     commit_rule,
     decide_rule,
@@ -15,7 +16,7 @@ from tributary_workers.ledger.rules import (
 from tributary_workers.ledger.sqlite_store import SQLiteLedger
 
 __all__ = [
-    "Decision", "LedgerRecord", "Outcome", "RedisLedger", "SQLiteLedger", "VersionLedger",
+    "Decision", "LedgerRecord", "Outcome", "Provenance", "RedisLedger", "SQLiteLedger", "VersionLedger",
     "commit_rule", "decide_rule", "open_ledger", "tombstone_rule",
 ]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tributary_workers.ledger.rules import Decision, LedgerRecord, Outcome
+from tributary_workers.contract.keys import provenance_key
+from tributary_workers.ledger.rules import Decision, LedgerRecord, Outcome, Provenance
 
 # The Lua scripts below are the same rules as decide_rule / commit_rule / tombstone_rule, run
 # atomically by Redis. A record is one hash; the reply is {outcome, record-as-JSON or false}.
@@ -151,6 +152,22 @@ class RedisLedger:
 
     def tombstone(self, doc_id: str, version: int, writer: str) -> Decision:
         return self._decode(self._tombstone(keys=[self._key(doc_id)], args=[_pad(version), writer]))
+
+    def record_provenance(self, source_id: str, entries: dict[str, Provenance]) -> None:
+        if entries:
+            self.client.hset(provenance_key(self.namespace, source_id),
+                             mapping={doc_id: json.dumps([p.origin, str(p.version)]) for doc_id, p in entries.items()})
+
+    def provenance(self, source_id: str) -> dict[str, Provenance]:
+        found: dict[str, Provenance] = {}
+        for doc_id, raw in self.client.hscan_iter(provenance_key(self.namespace, source_id), count=1000):
+            origin, version = json.loads(raw)
+            found[doc_id.decode() if isinstance(doc_id, bytes) else doc_id] = Provenance(origin, int(version))
+        return found
+
+    def forget_provenance(self, source_id: str, doc_ids: list[str]) -> None:
+        if doc_ids:
+            self.client.hdel(provenance_key(self.namespace, source_id), *doc_ids)
 
     def close(self) -> None:
         self.client.close()

@@ -116,6 +116,18 @@ def tombstone_rule(current: LedgerRecord | None, version: int, writer: str) -> t
     return Outcome.COMMITTED, record
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a source's document came from: the listed item (file) holding it, and its version.
+
+    Recorded by batch runs for every document they write or find unchanged, kept next to the
+    ledger per (collection, source), so a later run can tell what vanished from its source.
+    """
+
+    origin: str
+    version: int
+
+
 class VersionLedger(Protocol):
     """Atomic per-document operations; ``namespace`` is the collection the fence applies to."""
 
@@ -126,5 +138,11 @@ class VersionLedger(Protocol):
     def commit(self, doc_id: str, version: int, content_hash: str, writer: str, chunk_count: int) -> Decision: ...
 
     def tombstone(self, doc_id: str, version: int, writer: str) -> Decision: ...
+
+    def record_provenance(self, source_id: str, entries: dict[str, Provenance]) -> None: ...
+
+    def provenance(self, source_id: str) -> dict[str, Provenance]: ...
+
+    def forget_provenance(self, source_id: str, doc_ids: list[str]) -> None: ...
 
     def close(self) -> None: ...

@@ -9,6 +9,7 @@ from pathlib import Path
 from tributary_workers.ledger.rules import (
     Decision,
     LedgerRecord,
+    Provenance,
     commit_rule,
     decide_rule,
     tombstone_rule,
@@ -30,6 +31,12 @@ class SQLiteLedger:
                     content_hash TEXT, data_version INTEGER, deleted INTEGER NOT NULL,
                     writer TEXT NOT NULL, chunk_count INTEGER NOT NULL,
                     PRIMARY KEY (namespace, doc_id))"""
+            )
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS provenance (
+                    namespace TEXT NOT NULL, source TEXT NOT NULL, doc_id TEXT NOT NULL,
+                    origin TEXT NOT NULL, version INTEGER NOT NULL,
+                    PRIMARY KEY (namespace, source, doc_id))"""
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -82,6 +89,25 @@ class SQLiteLedger:
 
     def tombstone(self, doc_id: str, version: int, writer: str) -> Decision:
         return self._apply(doc_id, tombstone_rule, version, writer)
+
+    def record_provenance(self, source_id: str, entries: dict[str, Provenance]) -> None:
+        if entries:
+            with self._connect() as conn:
+                conn.executemany("INSERT OR REPLACE INTO provenance VALUES (?, ?, ?, ?, ?)",
+                                 [(self.namespace, source_id, doc_id, p.origin, p.version)
+                                  for doc_id, p in entries.items()])
+
+    def provenance(self, source_id: str) -> dict[str, Provenance]:
+        rows = self._connect().execute(
+            "SELECT doc_id, origin, version FROM provenance WHERE namespace = ? AND source = ?",
+            (self.namespace, source_id))
+        return {doc_id: Provenance(origin, version) for doc_id, origin, version in rows}
+
+    def forget_provenance(self, source_id: str, doc_ids: list[str]) -> None:
+        if doc_ids:
+            with self._connect() as conn:
+                conn.executemany("DELETE FROM provenance WHERE namespace = ? AND source = ? AND doc_id = ?",
+                                 [(self.namespace, source_id, doc_id) for doc_id in doc_ids])
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

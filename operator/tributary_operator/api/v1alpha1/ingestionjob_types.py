@@ -204,6 +204,26 @@ class Ledger(ApiModel):
     )
 
 
+class Prune(ApiModel):
+    """Sync semantics: documents gone from the source are removed, with a guard rail."""
+
+    enabled: bool = Field(
+        False,
+        description="After a run's listing completed without a source error, remove every document "
+        "this IngestionJob wrote earlier whose file (object, URL) is no longer listed, with a "
+        "versioned delete (a newer stream update still wins). Documents written by another "
+        "IngestionJob or by a StreamPipeline are never removed.",
+    )
+    max_fraction: float = Field(
+        shared.PRUNE_MAX_FRACTION,
+        ge=0,
+        le=1,
+        description="Largest share of this IngestionJob's documents (per shard) one run may remove; "
+        "over it nothing is removed and the run ends PartiallySucceeded saying how many would "
+        "have gone. 1 allows removing everything.",
+    )
+
+
 class IngestionJobSpec(ApiModel):
     """Desired state of an IngestionJob: what to ingest, where to, and how to run the workers."""
 
@@ -214,6 +234,12 @@ class IngestionJobSpec(ApiModel):
             "goes into an empty collection, so it cannot repeat",
             check=lambda s: s.schedule is None or s.mode != IngestionMode.INITIAL_LOAD,
             field_path=".mode",
+        ),
+        CelRule(
+            rule="!has(self.prune) || !self.prune.enabled || has(self.ledger)",
+            message="prune.enabled needs spec.ledger: only a shared ledger remembers what earlier runs wrote",
+            check=lambda s: s.prune is None or not s.prune.enabled or s.ledger is not None,
+            field_path=".prune",
         ),
     )
 
@@ -297,6 +323,10 @@ class IngestionJobSpec(ApiModel):
         "re-embeds every document instead of skipping unchanged ones.",
     )
 
+    prune: Prune | None = Field(
+        None, description="Remove documents gone from the source (off when omitted)."
+    )
+
     @field_validator("schedule")
     @classmethod
     def _schedule_is_valid_cron(cls, schedule: str | None) -> str | None:
@@ -355,7 +385,7 @@ class IngestionJobStatus(ObservedStatus):
     phase: IngestionPhase | None = Field(
         None,
         description="Pending, Running, Succeeded, PartiallySucceeded (finished with some failed "
-        "documents), Failed or Suspended.",
+        "documents, or a prune refused over prune.maxFraction), Failed or Suspended.",
     )
     progress: str | None = Field(
         None, max_length=64, description="Documents done out of the total, e.g. 42/100."
@@ -375,6 +405,10 @@ class IngestionJobStatus(ObservedStatus):
     )
     documents_unchanged: int | None = Field(
         None, ge=0, description="Documents skipped because their content had not changed."
+    )
+    documents_pruned: int | None = Field(
+        None, ge=0, description="Documents removed in the current or last run because they are gone "
+        "from the source (spec.prune)."
     )
     chunks_written: int | None = Field(
         None, ge=0, description="Chunks written to Milvus in the current or last run."

@@ -131,6 +131,12 @@ def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dic
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
 
 
+def source_id(ij: IngestionJob) -> str:
+    """Who "this source" is for pruning: the IngestionJob itself, so two jobs over one bucket with
+    different filters never prune each other's documents."""
+    return f"ingestionjob/{ij.metadata.get('namespace', '')}/{ij.metadata['name']}"
+
+
 def worker_env(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults: OperatorDefaults
                ) -> list[dict[str, Any]]:
     spec = ij.spec
@@ -191,6 +197,9 @@ def worker_env(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults
         ref = source.credentials_secret_ref
         for key in ref.keys or ():
             env.append(_secret_env(key, ref.name, key))
+    if spec.prune is not None and spec.prune.enabled:
+        env += [_env(ENV.PRUNE, "true"), _env(ENV.PRUNE_MAX_FRACTION, spec.prune.max_fraction),
+                _env(ENV.SOURCE_ID, source_id(ij))]
     if spec.worker and spec.worker.env:
         env += [_env(k, v) for k, v in sorted(spec.worker.env.items())]
     return env

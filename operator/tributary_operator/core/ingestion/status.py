@@ -147,7 +147,8 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
         return fields, _conditions(phase, message, reason, problem)
 
     totals = {"documents_total": 0, "documents_succeeded": 0, "documents_failed": 0, "documents_unchanged": 0,
-              "chunks_written": 0}
+              "chunks_written": 0, "documents_pruned": 0, "prune_refused": 0}
+    prune_messages: list[str] = []
     failures: list[dict[str, str]] = []
     shard_rows = []
     done = total = 0
@@ -157,6 +158,8 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
         report = progress.report if progress else {}
         for key in totals:
             totals[key] += int(report.get(key, 0))
+        if report.get("prune_refused"):
+            prune_messages.append(f"shard {index}: {report.get('prune_message', '')}")
         for failure in report.get("failures", []):
             if len(failures) < MAX_FAILURES_IN_STATUS:
                 failures.append({"docId": failure["doc_id"][:2048], "reason": failure["reason"][:MAX_REASON_LENGTH]})
@@ -175,7 +178,8 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
     if run.finished and not run.succeeded:
         phase = IngestionPhase.FAILED
     elif run.finished:
-        phase = IngestionPhase.PARTIALLY_SUCCEEDED if totals["documents_failed"] else IngestionPhase.SUCCEEDED
+        partial = totals["documents_failed"] or totals["prune_refused"]
+        phase = IngestionPhase.PARTIALLY_SUCCEEDED if partial else IngestionPhase.SUCCEEDED
     elif spec.suspend or run.suspended:
         phase = IngestionPhase.SUSPENDED
     elif run.active or run.start_time:
@@ -193,6 +197,7 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
         "documentsFailed": totals["documents_failed"],
         "documentsUnchanged": totals["documents_unchanged"],
         "chunksWritten": totals["chunks_written"],
+        "documentsPruned": totals["documents_pruned"] if spec.prune is not None and spec.prune.enabled else None,
         "shards": shard_rows,
         "failures": failures,
         "startTime": run.start_time,
@@ -205,6 +210,10 @@ def compute_status(ij: IngestionJob, run: RunView | None, shards: Mapping[int, S
     shards_done = sum(1 for row in shard_rows if row["phase"] == "Succeeded")
     message = (f"run {run.name}: {shards_done}/{spec.parallelism} shards done, "
                f"{totals['documents_total']:,} documents, {totals['documents_failed']:,} failed")
+    if totals["documents_pruned"]:
+        message += f", {totals['documents_pruned']:,} pruned"
+    if prune_messages:
+        message += "; " + "; ".join(prune_messages[:2])
     if phase is IngestionPhase.FAILED:
         message += f"; the run failed ({run.failed_reason})"
         if run.failure_messages:
