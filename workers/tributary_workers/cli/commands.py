@@ -26,6 +26,7 @@ from tributary_workers.cli.args import (
     run_main,
 )
 from tributary_workers.cli.costs import COST_COMMANDS, add_cost_commands
+from tributary_workers.cli.drift import DRIFT_COMMANDS, add_drift_command
 from tributary_workers.cli.stream_worker import add_stream_tuning_options
 from tributary_workers.contract import defaults
 from tributary_workers.contract import env as ENV
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="the embedded showcase: ingest, update, delete, query")
     add_streaming_commands(commands)
     add_cost_commands(commands)
+    add_drift_command(commands)
     return parser
 
 
@@ -279,7 +281,7 @@ def _gateway(args) -> int:
 
 
 COMMANDS = {"ingest": _ingest, "query": _query, "demo": _demo, "stream": _stream,
-            "publish": _publish, "gateway": _gateway, **COST_COMMANDS}
+            "publish": _publish, "gateway": _gateway, **COST_COMMANDS, **DRIFT_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,7 +126,8 @@ def _glob_to_regex(pattern: str) -> str:
             parts.append("[^/]")
             i += 1
         elif pattern[i] == "[" and (end := _class_end(pattern, i)) > 0:
-            members = pattern[i + 1 : end].replace("\\", "\\\\")
+            # A literal "[" in a class is escaped, so Python's regex never reads it as a nested set.
+            members = pattern[i + 1 : end].replace("\\", "\\\\").replace("[", "\\[")
             parts.append(f"[^/{members[1:]}]" if members.startswith("!") else f"[{members}]")
             i = end + 1
         else:
