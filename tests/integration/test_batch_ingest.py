@@ -7,31 +7,16 @@ import threading
 import time
 
 import pytest
+from harness.batch import run_batch
 from harness.corpus import make_corpus, write_doc
 from tributary_workers import metrics
-from tributary_workers.batch.worker import BatchConfig, BatchWorker, shard_of
+from tributary_workers.batch.worker import BatchWorker, shard_of
 from tributary_workers.cli.demo import sample_corpus
 from tributary_workers.documents import Document
 from tributary_workers.pipeline.chunker import ChunkerConfig
 from tributary_workers.pipeline.indexer import Status
 from tributary_workers.pipeline.search import Searcher
 from tributary_workers.pipeline.writer import CollectionNotEmptyError, open_client
-
-
-def run_batch(tmp_path, milvus_server, collection, source, **overrides) -> tuple[BatchWorker, object]:
-    state = tmp_path / "state"
-    config = BatchConfig(
-        source=str(source), collection=collection, milvus_uri=milvus_server.uri,
-        ledger_url=overrides.pop("ledger_url", str(state / "ledger.sqlite")),
-        checkpoint_url=overrides.pop("checkpoint_url", str(state / "checkpoints.sqlite")),
-        **overrides,
-    )
-    worker = BatchWorker(config)
-    worker.warm_up()
-    try:
-        return worker, worker.run()
-    finally:
-        worker.close()
 
 
 def rows_by_doc(worker: BatchWorker) -> dict[str, list[dict]]:

@@ -4,25 +4,12 @@ are removed (prune), with the guard rails of batch/prune.py; S3 on a real moto_s
 from __future__ import annotations
 
 import pytest
+from harness.batch import run_batch as run
 from harness.corpus import make_corpus, write_doc
-from tributary_workers.batch.worker import BatchConfig, BatchWorker
 from tributary_workers.documents import Document
 from tributary_workers.pipeline.indexer import Status
 from tributary_workers.pipeline.sources import SourceError
 from tributary_workers.pipeline.writer import open_client
-
-
-def run(tmp_path, milvus_server, collection, source, **overrides):
-    state = tmp_path / "state"
-    config = BatchConfig(source=source, collection=collection, milvus_uri=milvus_server.uri,
-                         ledger_url=str(state / "ledger.sqlite"), checkpoint_url=str(state / "checkpoints.sqlite"),
-                         **overrides)
-    worker = BatchWorker(config)
-    worker.warm_up()
-    try:
-        return worker, worker.run()
-    finally:
-        worker.close()
 
 
 def live_versions(milvus_server, collection) -> dict[str, set[int]]:

@@ -105,7 +105,8 @@ def config_from_args(args):
 def run_worker(config, metrics_port: int = 0) -> dict:
     """warm_up -> run until SIGTERM/SIGINT -> the report as a dict (shared with `tributary stream`)."""
     from tributary_workers import metrics
-    from tributary_workers.streaming.worker import StreamWorker, install_signal_handlers
+    from tributary_workers.streaming.lifecycle import install_signal_handlers
+    from tributary_workers.streaming.worker import StreamWorker
 
     metrics.serve(metrics_port)
     worker = StreamWorker(config)

@@ -28,7 +28,7 @@ Superseded and unchanged results are successes: the index already holds somethin
 The loop is one class on purpose (about 400 lines): reading, claiming, handling, retrying and
 settling a batch share the delivery guarantees above, and are easier to check read together.
 
-Stopping: ``stop()`` (SIGTERM/SIGINT through ``install_signal_handlers``) makes the loop stop
+Stopping: ``stop()`` (SIGTERM/SIGINT through ``lifecycle.install_signal_handlers``) makes the loop stop
 reading, finish and acknowledge the batch in flight, and return; a watchdog ends the process if
 that takes longer than drain_timeout_s (the entries are then redelivered to another consumer).
 """
@@ -36,8 +36,6 @@ that takes longer than drain_timeout_s (the entries are then redelivered to anot
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -480,33 +478,3 @@ class StreamWorker:
         self.targets.clear()
         if self.stream is not None:
             self.stream.close()
-
-
-# --- process life cycle -------------------------------------------------------------------------
-
-
-EXIT_DRAIN_TIMEOUT = 1
-
-
-def install_signal_handlers(worker: StreamWorker, drain_timeout_s: float | None = None) -> None:
-    """SIGTERM/SIGINT: drain (stop reading, finish and acknowledge the batch in flight) and return;
-    if draining outlasts drain_timeout_s, or a second signal comes, exit at once (what was in flight
-    stays pending and is redelivered)."""
-    timeout = worker.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
-
-    def force_exit(why: str) -> None:
-        log.error("%s: exiting with entries in flight (they will be redelivered)", why)
-        logging.shutdown()
-        os._exit(EXIT_DRAIN_TIMEOUT)
-
-    def handler(signum, frame) -> None:
-        if worker.stopping:
-            force_exit(f"second {signal.Signals(signum).name}")
-        log.info("%s: draining (at most %.0fs)", signal.Signals(signum).name, timeout)
-        worker.stop()
-        watchdog = threading.Timer(timeout + 1.0, force_exit, args=(f"drain took longer than {timeout:.0f}s",))
-        watchdog.daemon = True
-        watchdog.start()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
