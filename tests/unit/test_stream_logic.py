@@ -21,6 +21,7 @@ from tributary_workers.streaming.queue import (
     next_id,
     oldest_unacknowledged_id,
     parse_id,
+    lag_estimate,
     safe_trim_id,
     stream_backlog,
 )
@@ -174,10 +175,25 @@ def test_trimming_never_removes_an_unacknowledged_entry():
         assert not removed & needed, (groups, minid)
 
 
-def test_backlog_is_lag_plus_pending_of_the_slowest_group():
-    groups = [group("1-0", pending=3, lag=10), group("1-0", pending=1, lag=None, name="x")]
-    assert stream_backlog(groups, length=99) == 13
-    assert stream_backlog([], length=99) == 99
+def test_backlog_is_lag_plus_pending_of_the_own_group_only():
+    groups = [group("1-0", pending=3, lag=10), group("1-0", pending=1, lag=None, name="x"),
+              group("0-0", pending=0, lag=50_000, name="abandoned")]
+    assert stream_backlog(groups, length=99, group="g") == 13
+    assert stream_backlog(groups, length=99, group="x") == 1
+    assert stream_backlog(groups, length=99, group="missing") == 99, "no own group yet: XLEN"
+    assert stream_backlog([], length=99, group="g") == 99
+
+
+@pytest.mark.parametrize(("added", "read", "length", "estimate"), [
+    (120, 100, 500, 20),  # both counters known: their difference
+    (120, 100, 5, 5),  # deleted entries inflate the difference: capped by XLEN
+    (100, 120, 50, 0),  # never negative
+    (None, 100, 42, 42),  # entries-read unknown: XLEN, an upper bound
+    (120, None, 42, 42),
+    (None, None, 0, 0),
+])
+def test_lag_estimate_when_redis_reports_nil(added, read, length, estimate):
+    assert lag_estimate(added, read, length) == estimate
 
 
 def test_stream_names():

@@ -55,6 +55,13 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return number
+
+
 def from_env(name: str, default: Any = None, convert: Callable[[str], Any] = str) -> Any:
     """The value of an environment variable converted like its flag, or the default when unset/empty."""
     value = os.environ.get(name)

@@ -84,6 +84,7 @@ def add_streaming_commands(commands) -> None:
                         help="version ledger: 'local' (default: the SQLite ledger under --home, the one "
                              "`tributary ingest` uses), 'redis' (on --redis, shared with cluster workers), "
                              "or a redis:// URL or SQLite path")
+    add_stream_names_options(stream, "to consume")
     stream.add_argument("--consumer", help="consumer name in the group (default: {hostname}-{pid})")
     add_stream_tuning_options(stream, from_environment=False)
     add_chunking_options(stream)
@@ -94,6 +95,7 @@ def add_streaming_commands(commands) -> None:
     publish.add_argument("file", metavar="FILE", help="one event a line, as in docs/events.schema.json")
     publish.add_argument("--index", required=True, type=index_name, help="the index (collection) name")
     publish.add_argument("--gateway", metavar="URL", help="post through the HTTP gateway instead of Redis")
+    add_stream_names_options(publish, "straight to Redis; the gateway has its own")
     publish.add_argument("--timeout", type=float, default=300.0,
                          help="seconds to wait for the consumers to catch up before giving up")
     publish.add_argument("--high-watermark", type=positive_int, default=defaults.HIGH_WATERMARK,
@@ -105,11 +107,18 @@ def add_streaming_commands(commands) -> None:
     gateway.add_argument("--index", required=True, type=index_name, help="the index (collection) name")
     gateway.add_argument("--host", default="127.0.0.1", help="address to listen on")
     gateway.add_argument("--port", type=int, default=8080, help="port to listen on")
+    add_stream_names_options(gateway, "whose backlog throttles producers")
     gateway.add_argument("--high-watermark", type=positive_int, default=defaults.HIGH_WATERMARK,
                          help="backlog at which producers get 429")
     gateway.add_argument("--low-watermark", type=int, default=defaults.LOW_WATERMARK,
                          help="backlog at which 429s stop")
     gateway.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds of a 429")
+
+
+def add_stream_names_options(parser, what: str) -> None:
+    """--stream / --group, as the stream worker has them (same defaults, from the contract)."""
+    parser.add_argument("--stream", help=f"stream key ({what}); default tributary:stream:{{index}}")
+    parser.add_argument("--group", help=f"the pipeline's consumer group; default {defaults.CONSUMER_GROUP}")
 
 
 def milvus_uri(args) -> str:
@@ -209,9 +218,9 @@ def _stream(args) -> int:
     ledger = {"local": str(args.home / "ledger.sqlite"), "redis": args.redis}.get(args.ledger, args.ledger)
     config = StreamConfig(
         index=args.index, redis_url=args.redis, milvus_uri=milvus_uri(args), ledger_url=ledger,
-        consumer=args.consumer, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        stream=args.stream, group=args.group, consumer=args.consumer, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         claim_idle_ms=args.claim_idle_ms, max_deliveries=args.max_deliveries, retry_attempts=args.retry_attempts,
-        drain_timeout_s=args.drain_timeout,
+        drain_timeout_s=args.drain_timeout, warm_up_timeout_s=args.warm_up_timeout,
         model=args.model, chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
     )
     report = run_worker(config, args.metrics_port)
@@ -230,11 +239,14 @@ def _publish(args) -> int:
     from tributary_workers.streaming.producer import GatewayClient, Producer
 
     if args.gateway:
+        if args.stream or args.group:
+            raise FatalError("--stream and --group go straight to Redis; with --gateway, the gateway's own apply")
         client = GatewayClient(args.gateway, timeout_s=args.timeout)
     else:
         if not 0 <= args.low_watermark < args.high_watermark:
             raise FatalError("--low-watermark must be at least 0 and below --high-watermark")
-        client = Producer(args.redis, args.index, high_watermark=args.high_watermark,
+        client = Producer(args.redis, args.index, stream=args.stream, group=args.group,
+                          high_watermark=args.high_watermark,
                           low_watermark=args.low_watermark, timeout_s=args.timeout)
     try:
         source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
@@ -274,7 +286,8 @@ def _gateway(args) -> int:
     if not 0 <= args.low_watermark < args.high_watermark:
         raise FatalError("--low-watermark must be at least 0 and below --high-watermark")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_gateway(GatewayConfig(index=args.index, redis_url=args.redis, host=args.host, port=args.port,
+    run_gateway(GatewayConfig(index=args.index, redis_url=args.redis, stream=args.stream, group=args.group,
+                              host=args.host, port=args.port,
                               high_watermark=args.high_watermark, low_watermark=args.low_watermark,
                               retry_after_s=args.retry_after))
     return EXIT_OK

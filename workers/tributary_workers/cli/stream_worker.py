@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from tributary_workers.cli.args import (
@@ -25,6 +26,7 @@ from tributary_workers.cli.args import (
     add_model_options,
     from_env,
     index_name,
+    non_negative_float,
     positive_int,
     require,
     worker_main,
@@ -51,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"consumer group; default {defaults.CONSUMER_GROUP} (env {ENV.GROUP})")
     p.add_argument("--dead-letter-stream", default=from_env(ENV.DEAD_LETTER_STREAM),
                    help=f"default {{stream}}:dead (env {ENV.DEAD_LETTER_STREAM})")
-    p.add_argument("--consumer", default=from_env(ENV.CONSUMER) or from_env(ENV.POD_NAME),
-                   help=f"consumer name (env {ENV.CONSUMER}, else {ENV.POD_NAME}, else {{hostname}}-{{pid}})")
+    p.add_argument("--consumer",
+                   help=f"consumer name (env {ENV.CONSUMER}, else {ENV.POD_NAME}, else {{hostname}}-{{pid}}, "
+                        "cut to 63 characters)")
     add_stream_tuning_options(p, from_environment=True)
     add_model_options(p, embed_batch_size=defaults.STREAM_EMBED_BATCH_SIZE)
     add_chunking_options(p, from_environment=True)
@@ -79,22 +82,27 @@ def add_stream_tuning_options(p: argparse.ArgumentParser, from_environment: bool
     p.add_argument("--retry-attempts", type=positive_int,
                    default=default(ENV.RETRY_ATTEMPTS, defaults.RETRY_ATTEMPTS, positive_int),
                    help=f"attempts of a batch on a transient error (env {ENV.RETRY_ATTEMPTS})")
-    p.add_argument("--drain-timeout", type=float,
-                   default=default(ENV.DRAIN_TIMEOUT_S, defaults.DRAIN_TIMEOUT_S, float),
-                   help=f"seconds to finish the batch in flight after SIGTERM (env {ENV.DRAIN_TIMEOUT_S})")
+    p.add_argument("--drain-timeout", type=non_negative_float,
+                   default=default(ENV.DRAIN_TIMEOUT_S, defaults.DRAIN_TIMEOUT_S, non_negative_float),
+                   help=f"seconds to finish the batch in flight after SIGTERM; keep it "
+                        f"{defaults.DRAIN_MARGIN_S:g}s below the pod's grace period (env {ENV.DRAIN_TIMEOUT_S})")
+    p.add_argument("--warm-up-timeout", type=non_negative_float,
+                   default=default(ENV.WARM_UP_TIMEOUT_S, defaults.WARM_UP_TIMEOUT_S, non_negative_float),
+                   help=f"seconds to keep retrying an unreachable Redis or Milvus at start; 0: forever "
+                        f"(env {ENV.WARM_UP_TIMEOUT_S})")
 
 
 def config_from_args(args):
     from tributary_workers.pipeline.chunker import ChunkerConfig
-    from tributary_workers.streaming.config import StreamConfig
+    from tributary_workers.streaming.config import StreamConfig, consumer_name
 
     require(args, "--index", "--redis-url", "--milvus-uri")
     return StreamConfig(
         index=args.index, collection=args.collection, redis_url=args.redis_url, milvus_uri=args.milvus_uri,
         ledger_url=args.ledger, stream=args.stream, group=args.group, dead_letter_stream=args.dead_letter_stream,
-        consumer=args.consumer, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        consumer=args.consumer or consumer_name(os.environ), max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         claim_idle_ms=args.claim_idle_ms, max_deliveries=args.max_deliveries, retry_attempts=args.retry_attempts,
-        drain_timeout_s=args.drain_timeout, model=args.model, dimension=args.dimension,
+        drain_timeout_s=args.drain_timeout, warm_up_timeout_s=args.warm_up_timeout, model=args.model, dimension=args.dimension,
         embed_batch_size=args.embed_batch_size,
         chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
         replicas=args.replicas, metric_type=args.metric_type, index_type=args.index_type,
@@ -106,15 +114,20 @@ def run_worker(config, metrics_port: int = 0) -> dict:
     """warm_up -> run until SIGTERM/SIGINT -> the report as a dict (shared with `tributary stream`)."""
     from tributary_workers import metrics
     from tributary_workers.streaming.lifecycle import install_signal_handlers
-    from tributary_workers.streaming.worker import StreamWorker
+    from tributary_workers.streaming.worker import StoppedDuringWarmUp, StreamWorker
 
+    log = logging.getLogger("tributary.stream")
     metrics.serve(metrics_port)
     worker = StreamWorker(config)
     try:
         install_signal_handlers(worker)
-        worker.warm_up()
-        logging.getLogger("tributary.stream").info(
-            "consuming %s as %s/%s", config.names.stream, config.names.group, config.consumer)
+        try:
+            worker.warm_up()
+        except StoppedDuringWarmUp as exc:  # nothing was read: a clean, drained exit
+            log.info("%s", exc)
+            worker.report.drained = True
+            return worker.report.to_dict()
+        log.info("consuming %s as %s/%s", config.names.stream, config.names.group, config.consumer)
         report = worker.run()
     finally:
         worker.close()

@@ -24,7 +24,10 @@ STREAM_EMBED_BATCH_SIZE = 64
 CLAIM_IDLE_MS = 60_000  # must exceed the worst batch time: nothing renews a claim mid-batch
 MAX_DELIVERIES = 5
 RETRY_ATTEMPTS = 4
-DRAIN_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 30.0  # = drain_timeout_for_grace(TERMINATION_GRACE_PERIOD_S)
+DRAIN_MARGIN_S = 5.0  # of a pod's grace period, kept for the drain watchdog (+1 s) and the process' exit
+TERMINATION_GRACE_PERIOD_S = 35  # a stream worker pod's terminationGracePeriodSeconds
+WARM_UP_TIMEOUT_S = 300.0  # how long a stream worker retries unreachable Redis/Milvus at start; 0: forever
 CONSUMER_GROUP = "tributary"
 HIGH_WATERMARK = 10_000  # backlog (lag + pending) at which producers are throttled: above max replicas × target lag
 LOW_WATERMARK = 5_000  # backlog at or below which producers resume
@@ -37,3 +40,10 @@ INDEX_TYPE = "AUTOINDEX"
 # metrics: off in a plain worker; the operator sets its port in pods
 WORKER_METRICS_PORT = 0
 POD_METRICS_PORT = 9090
+
+
+def drain_timeout_for_grace(grace_s: float) -> float:
+    """The drain timeout (TRIBUTARY_DRAIN_TIMEOUT_S) that fits a pod's terminationGracePeriodSeconds:
+    the kubelet SIGKILLs at grace_s, and the worker's watchdog exits at drain + 1 s, so the drain
+    keeps DRAIN_MARGIN_S of the grace period free; at least 1 s."""
+    return max(1.0, float(grace_s) - DRAIN_MARGIN_S)

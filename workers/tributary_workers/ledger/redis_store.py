@@ -103,9 +103,9 @@ class RedisLedger:
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> RedisLedger:
-        import redis
+        from tributary_workers.ledger.connect import redis_client
 
-        return cls(redis.Redis.from_url(url), namespace)
+        return cls(redis_client(url), namespace)
 
     def _key(self, doc_id: str) -> str:
         # The {namespace} hash tag keeps one collection's records in one Redis Cluster slot.

@@ -49,3 +49,28 @@ def dead_letter_cause(reason: str) -> str:
     if reason.startswith("failed on delivery"):
         return "transient"
     return "document"
+
+
+# Redis error replies that pass on their own: a replica promoted after failover (READONLY on the old
+# primary), memory full until consumers catch up and trimming frees it (OOM), a restart loading its
+# dataset (LOADING), a long script (BUSY, not BUSYGROUP), a replica without its primary (MASTERDOWN),
+# cluster resharding (TRYAGAIN, CLUSTERDOWN). Anything else (WRONGTYPE, a syntax error) is a bug.
+TRANSIENT_REDIS_REPLIES = ("READONLY ", "OOM ", "LOADING ", "BUSY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ")
+# redis-py strips the code of the replies it maps to its own classes: those are told by the class.
+TRANSIENT_REDIS_ERRORS = ("ReadOnlyError", "OutOfMemoryError", "BusyLoadingError")
+
+
+def transient_redis_reply(message: str, error_class: str = "ResponseError") -> bool:
+    """Whether a Redis error reply is worth retrying: its code (the reply's first word), or the
+    redis-py class it was mapped to."""
+    return error_class in TRANSIENT_REDIS_ERRORS or (message.strip() + " ").startswith(TRANSIENT_REDIS_REPLIES)
+
+
+def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
+    """Delay before retry number attempt (1, 2, ...): initial_s doubling each time, capped at max_s."""
+    return min(max_s, initial_s * 2 ** max(0, attempt - 1))
+
+
+def warm_up_expired(elapsed_s: float, timeout_s: float) -> bool:
+    """Whether warm-up gives up retrying: after timeout_s; never with timeout_s 0 (wait forever)."""
+    return timeout_s > 0 and elapsed_s >= timeout_s

@@ -13,7 +13,8 @@ stamps ``produced_at`` and appends them to the index's Redis stream, and slows p
     GET    /readyz                         200 when Redis answers, else 503
     GET    /metrics                        Prometheus metrics
 
-Backpressure: backlog = lag + pending of the slowest consumer group (streams.py), measured at most
+Backpressure: backlog = lag + pending of the pipeline's own consumer group (queue.py; an abandoned
+group never throttles), measured at most
 every backlog_refresh_s; 429 from backlog >= high_watermark until it has fallen to
 low_watermark (hysteresis). Events that fail validation are refused with their reasons (the
 producer learns at once); only entries that reach the stream invalid (written by other means)

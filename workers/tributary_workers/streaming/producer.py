@@ -4,7 +4,8 @@ Two clients with the same interface (``publish``, ``publish_many``, ``delete``) 
 behaviour under backpressure:
 
 - ``Producer`` appends to the Redis stream directly and throttles itself on the stream's backlog
-  (streams.py: lag + pending of the slowest consumer group) with the same hysteresis as the gateway;
+  (queue.py: lag + pending of the pipeline's own consumer group, ``group``; other groups never
+  count) with the same hysteresis as the gateway;
 - ``GatewayClient`` posts to the HTTP ingest gateway and honours its ``429`` + ``Retry-After``.
 
 Hysteresis: producers are held once the backlog reaches ``high_watermark`` and released once it has

@@ -7,15 +7,19 @@ Keys of one index (defaults; each can be set explicitly):
     tributary:stream:{index}:dead     the dead-letter stream
     consumer group ``tributary``      created at id 0 (with MKSTREAM) by whoever comes first
 
-Backlog (what backpressure compares with its watermarks), for each consumer group of the stream:
+Backlog (what backpressure compares with its watermarks) is that of the pipeline's OWN consumer
+group (``names.group``), never the largest over every group: an abandoned group (a renamed
+pipeline, a one-off debugging consumer) must not throttle producers forever:
 
     backlog = lag + pending
 
 ``lag`` is XINFO GROUPS' ``lag`` (Redis >= 7: entries appended after the group's last-delivered-id,
-i.e. never delivered to any consumer); when Redis reports it as unknown (nil, possible after XDEL),
-the entries after last-delivered-id are counted with XRANGE, up to a cap. ``pending`` is the group's
-PEL size: delivered but not yet acknowledged. The stream's backlog is the largest over its groups
-(the slowest group bounds how much can be trimmed); a stream without any group has backlog XLEN.
+i.e. never delivered to any consumer). Redis reports it as unknown (nil) when entries were deleted
+with XDEL; then it is estimated without reading the stream (``lag_estimate``): entries-added −
+entries-read when both are known, capped by XLEN, else XLEN (an upper bound); when that bound is
+small the few entries after last-delivered-id are counted exactly with one XRANGE ``COUNT n``.
+``pending`` is the group's PEL size: delivered but not yet acknowledged. A stream without that
+group has backlog XLEN (nobody consumed anything yet).
 
 Safe trimming: an entry may be removed once every group has acknowledged it. For one group the
 oldest entry not yet acknowledged is the smaller of (its smallest pending id) and (the id right
@@ -34,7 +38,7 @@ from typing import Any
 from tributary_workers.contract import defaults, keys
 
 DEFAULT_GROUP = defaults.CONSUMER_GROUP
-LAG_COUNT_CAP = 100_000  # entries counted with XRANGE when Redis cannot tell the lag
+EXACT_LAG_COUNT = 256  # a nil lag whose upper bound is at most this is counted exactly (XRANGE COUNT n)
 MAX_SEQ = 2**64 - 1
 
 
@@ -101,9 +105,21 @@ def safe_trim_id(groups: Sequence[GroupState]) -> str | None:
     return None if parse_id(floor) <= (0, 1) else floor
 
 
-def stream_backlog(groups: Sequence[GroupState], length: int) -> int:
-    """The backlog producers are throttled on: the largest over groups, XLEN without a group."""
-    return max((g.backlog for g in groups), default=length)
+def stream_backlog(groups: Sequence[GroupState], length: int, group: str) -> int:
+    """The backlog producers are throttled on: lag + pending of their own group; XLEN without it.
+
+    Other groups never count: an abandoned one would throttle the pipeline forever."""
+    own = next((g for g in groups if g.name == group), None)
+    return own.backlog if own is not None else length
+
+
+def lag_estimate(entries_added: int | None, entries_read: int | None, length: int) -> int:
+    """A group's lag when Redis reports it as nil (entries deleted with XDEL): entries-added −
+    entries-read when both are known (deleted entries make it too high, so capped by XLEN), else XLEN.
+    Never below 0; an upper bound either way, so backpressure errs towards throttling."""
+    if entries_added is not None and entries_read is not None:
+        return max(0, min(entries_added - entries_read, length))
+    return max(0, length)
 
 
 # --- the queue ----------------------------------------------------------------------------------
@@ -161,10 +177,11 @@ class RedisStream:
     dead_letter_maxlen: int = 100_000  # approximate cap of the dead-letter stream; 0: unbounded
 
     @classmethod
-    def from_url(cls, url: str, names: StreamNames, **kwargs) -> RedisStream:
-        import redis
+    def from_url(cls, url: str, names: StreamNames, *, block_ms: int = 0, **kwargs) -> RedisStream:
+        """block_ms: the longest XREADGROUP BLOCK this stream's reads will use (sizes the socket timeout)."""
+        from tributary_workers.ledger.connect import redis_client
 
-        return cls(redis.Redis.from_url(url, decode_responses=False, health_check_interval=30), names, **kwargs)
+        return cls(redis_client(url, block_ms=block_ms), names, **kwargs)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -267,36 +284,54 @@ class RedisStream:
                 return []
             raise
         states = []
+        stream_info: dict | None = None
         for info in infos:
             name = _text(info.get("name"))
             last = _text(info.get("last-delivered-id")) or "0-0"
             pending = int(info.get("pending") or 0)
             lag = info.get("lag")
-            lag = int(lag) if lag is not None else self._count_after(last)
             entries_read = info.get("entries-read")
+            entries_read = int(entries_read) if entries_read is not None else None
+            if lag is not None:
+                lag = int(lag)
+            else:
+                if stream_info is None:
+                    stream_info = self.client.xinfo_stream(self.names.stream)
+                lag = self._nil_lag(last, entries_read, stream_info)
             pending_min = None
             if with_pending_min and pending:
                 summary = self.client.xpending(self.names.stream, name)
                 pending_min = _text(summary.get("min")) or None
             states.append(GroupState(
-                name=name, last_delivered_id=last, pending=pending, lag=lag,
-                entries_read=int(entries_read) if entries_read is not None else None,
+                name=name, last_delivered_id=last, pending=pending, lag=lag, entries_read=entries_read,
                 consumers=int(info.get("consumers") or 0), pending_min_id=pending_min,
             ))
         return states
 
-    def _count_after(self, last_delivered_id: str) -> int:
-        """Entries after an id, counted up to LAG_COUNT_CAP (when XINFO cannot tell the lag)."""
-        items = self.client.xrange(self.names.stream, min=f"({last_delivered_id}", max="+", count=LAG_COUNT_CAP)
-        return len(items)
+    def _nil_lag(self, last_delivered_id: str, entries_read: int | None, stream_info: Mapping) -> int:
+        """A lag Redis cannot tell: the upper bound of lag_estimate, counted exactly when it is small
+        (one XRANGE with COUNT n; never the whole stream)."""
+        added = stream_info.get("entries-added")
+        bound = lag_estimate(int(added) if added is not None else None, entries_read,
+                             int(stream_info.get("length") or 0))
+        if bound > EXACT_LAG_COUNT:
+            return bound
+        items = self.client.xrange(self.names.stream, min=f"({last_delivered_id}", max="+", count=bound + 1)
+        return min(len(items), bound)
+
+    def own_pending(self, consumer: str) -> int:
+        """How many entries this consumer read and has not acknowledged (0 or 1: enough to tell)."""
+        return len(self.client.xpending_range(self.names.stream, self.names.group, min="-", max="+", count=1,
+                                              consumername=consumer))
 
     def length(self) -> int:
         return int(self.client.xlen(self.names.stream))
 
     def backlog(self) -> int:
-        """lag + pending of the slowest group (see the module docstring); XLEN when no group exists."""
+        """lag + pending of this stream's own group (see the module docstring); XLEN without it."""
         groups = self.group_states(with_pending_min=False)
-        return stream_backlog(groups, 0 if groups else self.length())
+        own = any(g.name == self.names.group for g in groups)
+        return stream_backlog(groups, 0 if own else self.length(), self.names.group)
 
     def group_state(self) -> GroupState | None:
         for state in self.group_states():

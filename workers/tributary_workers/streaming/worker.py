@@ -28,9 +28,17 @@ Superseded and unchanged results are successes: the index already holds somethin
 The loop is one class on purpose (about 400 lines): reading, claiming, handling, retrying and
 settling a batch share the delivery guarantees above, and are easier to check read together.
 
+Starting: warm_up() retries Redis and Milvus while they are unreachable (capped back-off, one log
+line per attempt) for warm_up_timeout_s (0: forever), so a worker started before them does not
+crash-loop; a stop() during warm-up ends it at once (StoppedDuringWarmUp). In the loop, Redis
+connection errors and transient error replies (READONLY after a failover, OOM, LOADING, BUSY,
+MASTERDOWN) back off and retry; any other error reply is fatal.
+
 Stopping: ``stop()`` (SIGTERM/SIGINT through ``lifecycle.install_signal_handlers``) makes the loop stop
-reading, finish and acknowledge the batch in flight, and return; a watchdog ends the process if
-that takes longer than drain_timeout_s (the entries are then redelivered to another consumer).
+reading (a batch lingering for late joiners goes at once), finish and acknowledge the batch in
+flight, and return; a watchdog ends the process if that takes longer than drain_timeout_s (the
+entries are then redelivered to another consumer). The report's ``drained`` is true only when
+nothing this consumer read was left unacknowledged.
 """
 
 from __future__ import annotations
@@ -64,11 +72,13 @@ from tributary_workers.pipeline.indexer import DocResult, Status
 from tributary_workers.pipeline.parsers import Parser
 from tributary_workers.streaming.config import StreamConfig
 from tributary_workers.streaming.decisions import (
+    backoff_delay,
     collapse,
     dead_letter_after_failure,
     dead_letter_cause,
     exhausted_deliveries,
     latency_seconds,
+    transient_redis_reply,
 )
 from tributary_workers.streaming.events import Event, EventError, event_from_fields
 from tributary_workers.streaming.queue import DeadLetter, Entry, GroupState, RedisStream
@@ -88,6 +98,9 @@ from tributary_workers.streaming.report import (
     StreamReport,
 )
 from tributary_workers.streaming.targets import EventDocuments, WriteTarget
+from tributary_workers.streaming.warmup import Retrier, StoppedDuringWarmUp, WarmUpTimeout, redacted
+
+__all__ = ["StoppedDuringWarmUp", "StreamWorker", "WarmUpTimeout"]
 
 log = logging.getLogger("tributary.stream")
 
@@ -124,32 +137,42 @@ class StreamWorker:
         self._next_claim = 0.0
         self._next_maintenance = 0.0
         self._failures = 0
+        self._held = False  # a batch was left pending while stopping (routing record invalid)
         names = config.names
         self._labels = (names.stream, names.group)
 
     # -- set-up ----------------------------------------------------------------------------------
 
     def warm_up(self) -> None:
+        """Connect to Redis, load the model, open the write targets. Redis or Milvus unreachable
+        (not yet started, failing over) is retried with capped back-off until warm_up_timeout_s,
+        one log line per attempt; a stop() meanwhile raises StoppedDuringWarmUp at once."""
         cfg = self.config
-        self.stream = RedisStream.from_url(cfg.redis_url, cfg.names, dead_letter_maxlen=cfg.dead_letter_maxlen)
-        self.stream.client.ping()
-        self.stream.ensure_group()
+        self.stream = RedisStream.from_url(cfg.redis_url, cfg.names, block_ms=cfg.block_ms,
+                                           dead_letter_maxlen=cfg.dead_letter_maxlen)
+        until_ready = Retrier(cfg.warm_up_timeout_s, cfg.retry_initial_s, cfg.failure_backoff_max_s, self._stop)
+        redis_at = f"Redis at {redacted(cfg.redis_url)}"
+        until_ready(redis_at, lambda: (self.stream.client.ping(), self.stream.ensure_group()))
         self.parser.warm_up()
         self.model_stages(cfg.model)
-        try:
-            record = read_routing(self.stream.client, cfg.index)
-        except RoutingError as exc:
-            log.error("%s; not consuming until it is fixed", exc)
-            record = None
+        record = until_ready(redis_at, self._routing_at_warm_up)
         if record is None:
-            # The configured collection: a failure here (Milvus unreachable, another dimension) is fatal.
-            self._target(cfg.collection, cfg.model).warm_up()
+            # The configured collection: unreachable Milvus is retried; another dimension is fatal.
+            target = self._target(cfg.collection, cfg.model)
+            until_ready(f"Milvus at {redacted(cfg.milvus_uri)}", target.warm_up)
             return
         for target in self._targets(record):
             try:
                 target.warm_up()
             except Exception as exc:  # each batch retries it, with backoff, then redelivery
                 log.warning("routing target %s is not ready: %s", target.collection, one_line(exc))
+
+    def _routing_at_warm_up(self) -> RoutingRecord | None:
+        try:
+            return read_routing(self.stream.client, self.config.index)
+        except RoutingError as exc:
+            log.error("%s; not consuming until it is fixed", exc)
+            return None
 
     def model_stages(self, model: str | None) -> tuple[Embedder, Chunker]:
         """One embedder and chunker per model (the model itself is loaded once per process)."""
@@ -205,10 +228,13 @@ class StreamWorker:
                 self._maintain()
                 entries = self._claim() or self._read()
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if "NOGROUP" in str(exc):
+                    log.warning("the consumer group disappeared; creating it again")
+                    self._ensure_group_again()
+                    continue
+                if not transient_redis_reply(str(exc), type(exc).__name__):
                     raise
-                log.warning("the consumer group disappeared; creating it again")
-                self.stream.ensure_group()
+                self._back_off(f"redis: {one_line(exc)}")  # READONLY after a failover, OOM, LOADING...
                 continue
             except redis.RedisError as exc:
                 self._back_off(f"redis: {one_line(exc)}")
@@ -216,8 +242,27 @@ class StreamWorker:
             if entries:
                 self._handle(entries)
         self._maintain(force=True)
-        self.report.drained = True
+        self.report.drained = self._nothing_left_pending()
         return self.report
+
+    def _ensure_group_again(self) -> None:
+        import redis
+
+        try:
+            self.stream.ensure_group()
+        except redis.RedisError as exc:
+            self._back_off(f"cannot create the consumer group: {one_line(exc)}")
+
+    def _nothing_left_pending(self) -> bool:
+        """Drained truthfully: no batch held back, and nothing this consumer read left unacknowledged
+        (a batch whose retries or drain timeout ran out). False when Redis cannot tell."""
+        if self._held:
+            return False
+        try:
+            return self.stream.own_pending(self.config.consumer) == 0
+        except Exception as exc:
+            log.warning("cannot tell whether entries are left pending: %s", one_line(exc))
+            return False
 
     def _recover_own_pending(self) -> None:
         """Entries this consumer name read before a restart and never acknowledged."""
@@ -237,7 +282,7 @@ class StreamWorker:
         # Linger for late joiners with non-blocking reads: Redis serves a short BLOCK timeout only at
         # its next event-loop tick (up to 1000/hz ms, 100 ms by default), far beyond max_wait_ms.
         deadline = time.monotonic() + cfg.max_wait_ms / 1000
-        while len(entries) < cfg.max_batch_size:
+        while len(entries) < cfg.max_batch_size and not self._stop.is_set():  # stopping: handle what we have
             more = self.stream.read_new(cfg.consumer, cfg.max_batch_size - len(entries), None)
             if more:
                 entries += more
@@ -298,7 +343,7 @@ class StreamWorker:
 
     def _back_off(self, why: str) -> None:
         self._failures += 1
-        delay = min(self.config.retry_initial_s * 2 ** self._failures, self.config.failure_backoff_max_s)
+        delay = backoff_delay(self._failures + 1, self.config.retry_initial_s, self.config.failure_backoff_max_s)
         log.warning("%s; backing off %.2fs", why, delay)
         self._stop.wait(delay)
 
@@ -346,6 +391,7 @@ class StreamWorker:
             try:
                 results = self._with_retries(self._route_and_apply, docs, removals)
             except _Held:  # stopping while the routing record is broken: leave the batch pending
+                self._held = True
                 return
             except _Transient as exc:
                 attempted = [e for e, _, _ in upserts] + [e for e, _ in deletes] + [e for e, _ in superseded]
