@@ -74,11 +74,12 @@ class MilvusServer:
         stop(self.proc)
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    """port: a given one (a test starting Redis after its clients), else a free one."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise MissingComponentError("redis-server not found: run `make setup` (as root it apt-installs redis-server)")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "redis.log"
     log.touch()

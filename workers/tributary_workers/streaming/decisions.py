@@ -54,8 +54,10 @@ def dead_letter_cause(reason: str) -> str:
 # Redis error replies that pass on their own: a replica promoted after failover (READONLY on the old
 # primary), memory full until consumers catch up and trimming frees it (OOM), a restart loading its
 # dataset (LOADING), a long script (BUSY, not BUSYGROUP), a replica without its primary (MASTERDOWN),
-# cluster resharding (TRYAGAIN, CLUSTERDOWN). Anything else (WRONGTYPE, a syntax error) is a bug.
-TRANSIENT_REDIS_REPLIES = ("READONLY ", "OOM ", "LOADING ", "BUSY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ")
+# cluster resharding (TRYAGAIN, CLUSTERDOWN), a blocked XREADGROUP released by a role change
+# (UNBLOCKED). Anything else (WRONGTYPE, a syntax error) is a bug.
+TRANSIENT_REDIS_REPLIES = ("READONLY ", "OOM ", "LOADING ", "BUSY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ",
+                           "UNBLOCKED ")
 # redis-py strips the code of the replies it maps to its own classes: those are told by the class.
 TRANSIENT_REDIS_ERRORS = ("ReadOnlyError", "OutOfMemoryError", "BusyLoadingError")
 

@@ -16,8 +16,6 @@ from tributary_workers.streaming.config import StreamConfig, consumer_name, defa
 from tributary_workers.streaming.decisions import backoff_delay, transient_redis_reply, warm_up_expired
 from tributary_workers.streaming.warmup import redacted
 
-pytestmark = pytest.mark.unit
-
 
 # --- drain vs the pod's grace period ------------------------------------------------------------
 
@@ -55,6 +53,8 @@ def test_warm_up_expiry_and_zero_means_forever(elapsed, timeout, expired):
     ("BUSY Redis is busy running a script.", "ResponseError", True),
     ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "ResponseError", True),
     ("TRYAGAIN Multiple keys request during rehashing of slot", "ResponseError", True),
+    ("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+     "ResponseError", True),
     # redis-py strips the code of the replies it maps to its own classes
     ("You can't write against a read only replica.", "ReadOnlyError", True),
     ("command not allowed when used memory > 'maxmemory'.", "OutOfMemoryError", True),
