@@ -187,6 +187,31 @@ def test_gateway_cli_serves_until_sigterm(redis_server, worker_env):
                                                               "--high-watermark")
 
 
+def test_gateway_cli_takes_the_pipelines_stream_and_group(redis_server, worker_env):
+    """--stream / --group: the gateway appends to that stream and is throttled by that group only."""
+    port = free_port()
+    names = StreamNames("events:custom_stream", "pipeline-b")
+    proc = subprocess.Popen([TRIBUTARY, "--redis", redis_server.url, "gateway", "--index", "gateway_names",
+                             "--port", str(port), "--stream", names.stream, "--group", names.group,
+                             "--high-watermark", "2", "--low-watermark", "1"],
+                            env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    stream = RedisStream.from_url(redis_server.url, names)
+    try:
+        wait_for(lambda: proc.poll() is not None or request(url, "GET", "/readyz")[0] == 200, timeout=60,
+                 message="the gateway did not become ready")
+        assert proc.poll() is None, proc.stderr.read()
+        assert [g.name for g in stream.group_states()] == ["pipeline-b"], "the group is created on that stream"
+        assert request(url, "POST", "/v1/events", [event("a"), event("b")])[0] == 202
+        assert request(url, "POST", "/v1/events", event("c"))[0] == 429, "pipeline-b's backlog of 2 throttles"
+        assert stream.length() == 2
+        assert RedisStream.from_url(redis_server.url, StreamNames.for_index("gateway_names")).length() == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        stream.close()
+
+
 def test_a_fast_producer_is_slowed_down_and_every_event_is_written(redis_server, milvus_server, collection_name):
     """40 events posted as fast as the gateway lets them in, with a consumer that is slower: the
     producer gets 429s and waits, the backlog stays near the high watermark, nothing is lost."""

@@ -486,6 +486,24 @@ def test_publish_cli_reports_bad_lines_and_publishes_the_rest(tmp_path, redis_se
     stream.close()
 
 
+def test_publish_cli_takes_the_pipelines_stream_and_group(tmp_path, redis_server, worker_env):
+    names = StreamNames("events:publish_custom", "pipeline-c")
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text(json.dumps(upsert("s1", 1)) + "\n" + json.dumps(upsert("s2", 1)) + "\n")
+    result = subprocess.run([TRIBUTARY, "--redis", redis_server.url, "publish", "--index", "publish_names",
+                             "--stream", names.stream, "--group", names.group, str(events_file)],
+                            env=worker_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    stream = RedisStream.from_url(redis_server.url, names)
+    assert stream.length() == 2 and [g.name for g in stream.group_states()] == ["pipeline-c"]
+    assert stream_of(redis_server, "publish_names").length() == 0, "nothing went to the default stream"
+    both = subprocess.run([TRIBUTARY, "publish", "--index", "publish_names", "--gateway", "http://127.0.0.1:1",
+                           "--stream", names.stream, str(events_file)], env=worker_env, capture_output=True,
+                          text=True, timeout=60)
+    assert both.returncode == 1 and "--stream and --group go straight to Redis" in both.stderr
+    stream.close()
+
+
 def test_worker_entry_point_needs_its_settings(worker_env):
     env = {k: v for k, v in worker_env.items() if not k.startswith("TRIBUTARY_") or k == "TRIBUTARY_HOME"}
     result = subprocess.run(WORKER, env=env, capture_output=True, text=True, timeout=60)
