@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.servers import free_port
 from harness.waiting import wait_for
 from tributary_workers.contract.keys import routing_key
-from tributary_workers.localservers import start_redis
+from tributary_workers.localservers import start_milvus, start_redis
 from tributary_workers.pipeline.chunker import ChunkerConfig
 from tributary_workers.pipeline.writer import open_client
 from tributary_workers.streaming.config import StreamConfig
@@ -215,6 +215,37 @@ def test_a_worker_started_before_redis_becomes_ready_and_processes_an_event(tmp_
     assert report["drained"] and report["events"] == {"written": 1}, report
     attempts = [line for line in log.read_text().splitlines() if "warm-up attempt" in line]
     assert attempts and all(f"Redis at {url}" in line for line in attempts), attempts
+
+
+def test_a_worker_started_before_milvus_becomes_ready_and_processes_an_event(tmp_path, redis_server,
+                                                                             collection_name, worker_env):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = tmp_path / "worker.log"
+    worker = start_worker(redis_server.url, uri, collection_name, worker_env, log, TRIBUTARY_WARM_UP_TIMEOUT_S="300")
+    milvus = None
+    try:
+        wait_for(lambda: worker.poll() is not None or log.read_text().count(f"Milvus at {uri}") >= 2, timeout=180,
+                 message="the worker did not retry the missing Milvus")
+        assert worker.poll() is None, log.read_text()[-3000:]
+        milvus = start_milvus(tmp_path / "milvus", port=port)
+        wait_for(lambda: worker.poll() is not None or "consuming" in log.read_text(), timeout=120,
+                 message="the worker did not become ready once Milvus listened")
+        assert worker.poll() is None, log.read_text()[-3000:]
+        with Producer(redis_server.url, collection_name) as producer:
+            producer.publish(upsert("after-milvus-came-up"))
+        wait_for(lambda: doc_ids(uri, collection_name) == {"after-milvus-came-up"}, timeout=120,
+                 message="the event was not written")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            if milvus is not None:
+                milvus.stop()
+    assert worker.returncode == 0, log.read_text()[-3000:]
 
 
 def test_sigterm_during_warm_up_exits_promptly(tmp_path, milvus_server, collection_name, worker_env):

@@ -92,11 +92,12 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
     return RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port, proc=proc)
 
 
-def start_milvus(workdir: Path) -> MilvusServer:
+def start_milvus(workdir: Path, port: int | None = None) -> MilvusServer:
+    """port: a given one (a test starting Milvus after its clients), else a free one."""
     binary = Path(sys.executable).parent / "milvus-lite"
     if not binary.exists():
         raise MissingComponentError(f"{binary} not found: run `make setup` to install milvus-lite")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "milvus-data"
     log = workdir / "milvus.log"
