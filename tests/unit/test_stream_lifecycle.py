@@ -5,16 +5,20 @@ and the gateway share with the StreamPipeline CRD."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
+import redis
 from tributary_operator.api.v1alpha1.streampipeline_types import Backpressure, Batching, Retry
 from tributary_workers.cli import commands, stream_worker
 from tributary_workers.contract import defaults
 from tributary_workers.contract import env as ENV
+from tributary_workers.errors import PermanentError
 from tributary_workers.ledger.connect import client_options, socket_timeout_for
 from tributary_workers.streaming.config import StreamConfig, consumer_name, default_consumer_name
 from tributary_workers.streaming.decisions import backoff_delay, transient_redis_reply, warm_up_expired
-from tributary_workers.streaming.warmup import redacted
+from tributary_workers.streaming.warmup import Retrier, StoppedDuringWarmUp, WarmUpTimeout, redacted
 
 
 # --- drain vs the pod's grace period ------------------------------------------------------------
@@ -161,3 +165,58 @@ def test_claim_idle_and_batch_size_share_the_contract_constants_with_the_crd():
     assert Batching.model_fields["max_batch_size"].default == defaults.MAX_BATCH_SIZE
     assert StreamConfig.__dataclass_fields__["max_batch_size"].default == defaults.MAX_BATCH_SIZE
     assert StreamConfig.__dataclass_fields__["drain_timeout_s"].default == defaults.DRAIN_TIMEOUT_S
+
+
+# --- the warm-up retrier (steps are plain functions; no server) ---------------------------------
+
+
+def flaky(failures: list[BaseException], result="ready"):
+    calls = []
+
+    def step():
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+        return result
+
+    return step, calls
+
+
+def test_warm_up_retries_outages_then_returns_the_steps_result(caplog):
+    step, calls = flaky([ConnectionRefusedError(111, "refused"), redis.ConnectionError("reset"),
+                         redis.ReadOnlyError("You can't write against a read only replica.")])
+    with caplog.at_level("WARNING", logger="tributary.stream"):
+        assert Retrier(10, 0.001, 0.002, threading.Event())("Redis at redis://r:6379/0", step) == "ready"
+    assert len(calls) == 4
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all(line.startswith("warm-up attempt ") for line in lines)
+    assert "Redis at redis://r:6379/0 is not reachable" in lines[0]
+
+
+@pytest.mark.parametrize("error", [
+    PermanentError("model /m not found"), TypeError("a bug"),
+    redis.AuthenticationError("invalid password"),
+    redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+])
+def test_warm_up_raises_what_no_retry_fixes_at_once(error):
+    step, calls = flaky([error])
+    with pytest.raises(type(error)):
+        Retrier(10, 0.001, 0.002, threading.Event())("Redis", step)
+    assert len(calls) == 1
+
+
+def test_warm_up_gives_up_after_its_timeout():
+    step, calls = flaky([OSError("down")] * 1000)
+    with pytest.raises(WarmUpTimeout, match=r"^Milvus at http://m:19530 still unreachable after .*timeout 0.05s\): down"):
+        Retrier(0.05, 0.01, 0.02, threading.Event())("Milvus at http://m:19530", step)
+    assert len(calls) >= 2
+
+
+def test_a_stop_ends_the_warm_up_wait_at_once():
+    stop = threading.Event()
+    step, calls = flaky([OSError("down")] * 1000)
+    threading.Timer(0.1, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(StoppedDuringWarmUp):
+        Retrier(0, 30.0, 30.0, stop)("Redis", step)  # 0: forever; a 30 s back-off
+    assert time.monotonic() - started < 5 and len(calls) == 1

@@ -21,6 +21,8 @@ from tributary_workers.streaming.decisions import backoff_delay, transient_redis
 
 log = logging.getLogger("tributary.stream")
 T = TypeVar("T")
+# A bug, not an outage: retrying would only hide it for the whole warm-up timeout.
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, ImportError, AssertionError)
 
 
 class StoppedDuringWarmUp(Exception):
@@ -60,7 +62,7 @@ class Retrier:
             attempt += 1
             try:
                 return step()
-            except (PermanentError, redis.AuthenticationError):
+            except (PermanentError, redis.AuthenticationError, *PROGRAMMING_ERRORS):
                 raise
             except redis.ResponseError as exc:
                 if not transient_redis_reply(str(exc), type(exc).__name__):
