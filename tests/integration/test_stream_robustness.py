@@ -16,9 +16,10 @@ from pathlib import Path
 from harness.servers import free_port
 from harness.waiting import wait_for
 from tributary_workers.contract.keys import routing_key
+from tributary_workers.contract.routing import clear_routing, write_routing
 from tributary_workers.localservers import start_milvus, start_redis
 from tributary_workers.pipeline.chunker import ChunkerConfig
-from tributary_workers.pipeline.writer import open_client
+from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig, open_client
 from tributary_workers.streaming.config import StreamConfig
 from tributary_workers.streaming.gateway import GatewayConfig, GatewayServer
 from tributary_workers.streaming.producer import Producer
@@ -336,4 +337,31 @@ def test_a_batch_held_at_stop_is_reported_as_not_drained(redis_server, milvus_se
     stream.client.delete(routing_key(collection_name))
     assert handled == [] and result["report"].drained is False
     assert stream.own_pending("robust") == 1, "the held entry stays pending for redelivery"
+    stream.close()
+
+
+def test_retries_stop_at_the_drain_deadline_and_the_batch_is_reported_left_pending(
+        redis_server, milvus_server, collection_name):
+    """A target that keeps failing (a collection of another dimension) with many retries left:
+    stopping cuts the retries at drain_timeout_s; the entry stays pending and drained is false."""
+    foreign = f"{collection_name}_foreign"
+    other = MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=foreign, model_id="someone/else", dimension=16))
+    other.warm_up()
+    other.close()
+    stream = RedisStream.from_url(redis_server.url, StreamNames.for_index(collection_name))
+    cfg = config(redis_server.url, milvus_server, collection_name, retry_attempts=1000, retry_initial_s=0.2,
+                 drain_timeout_s=1.0)
+    with running_worker(cfg) as (worker, handled, result):
+        write_routing(stream.client, collection_name, [{"collection": foreign}])
+        with Producer(redis_server.url, collection_name) as producer:
+            producer.publish(upsert("stuck"))
+        wait_for(lambda: worker.report.retries >= 2, timeout=60, message="the batch was never retried")
+        stopped = time.monotonic()
+        worker.stop()
+        wait_for(lambda: "report" in result, timeout=30, message="the retries outlasted the drain deadline")
+        took = time.monotonic() - stopped
+    clear_routing(stream.client, collection_name)
+    assert took < 5, f"stopping took {took:.1f}s with a 1 s drain timeout"
+    assert handled == [] and result["report"].drained is False
+    assert stream.own_pending("robust") == 1, "left pending for redelivery"
     stream.close()
