@@ -18,6 +18,7 @@ from tributary_workers.errors import PermanentError
 from tributary_workers.ledger.connect import client_options, socket_timeout_for
 from tributary_workers.streaming.config import StreamConfig, consumer_name, default_consumer_name
 from tributary_workers.streaming.decisions import backoff_delay, transient_redis_reply, warm_up_expired
+from tributary_workers.streaming.lifecycle import WATCHDOG_GRACE_S
 from tributary_workers.streaming.warmup import Retrier, StoppedDuringWarmUp, WarmUpTimeout, redacted
 
 
@@ -32,7 +33,8 @@ def test_drain_timeout_leaves_the_margin_of_the_grace_period(grace, drain):
 def test_default_drain_fits_the_default_grace_period_with_the_watchdog():
     drain = defaults.drain_timeout_for_grace(defaults.TERMINATION_GRACE_PERIOD_S)
     assert drain == defaults.DRAIN_TIMEOUT_S
-    assert drain + 1.0 < defaults.TERMINATION_GRACE_PERIOD_S, "the watchdog exits before the kubelet's SIGKILL"
+    assert drain + WATCHDOG_GRACE_S < defaults.TERMINATION_GRACE_PERIOD_S, "the watchdog exits before SIGKILL"
+    assert WATCHDOG_GRACE_S < defaults.DRAIN_MARGIN_S
 
 
 # --- warm-up and transient errors ---------------------------------------------------------------

@@ -12,6 +12,7 @@ from tributary_workers.streaming.worker import StreamWorker
 log = logging.getLogger(__name__)
 
 EXIT_DRAIN_TIMEOUT = 1
+WATCHDOG_GRACE_S = 1.0  # after the drain timeout; within contract.defaults.DRAIN_MARGIN_S of the pod's grace
 
 
 def install_signal_handlers(worker: StreamWorker, drain_timeout_s: float | None = None) -> None:
@@ -30,7 +31,7 @@ def install_signal_handlers(worker: StreamWorker, drain_timeout_s: float | None 
             force_exit(f"second {signal.Signals(signum).name}")
         log.info("%s: draining (at most %.0fs)", signal.Signals(signum).name, timeout)
         worker.stop()
-        watchdog = threading.Timer(timeout + 1.0, force_exit, args=(f"drain took longer than {timeout:.0f}s",))
+        watchdog = threading.Timer(timeout + WATCHDOG_GRACE_S, force_exit, args=(f"drain took longer than {timeout:.0f}s",))
         watchdog.daemon = True
         watchdog.start()
 
