@@ -74,11 +74,12 @@ class MilvusServer:
         stop(self.proc)
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    """redis-server on ``port`` (a free one when None: a restart on the old port is a Redis back)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise MissingComponentError("redis-server not found: run `make setup` (as root it apt-installs redis-server)")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "redis.log"
     log.touch()
@@ -91,11 +92,12 @@ def start_redis(workdir: Path) -> RedisServer:
     return RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port, proc=proc)
 
 
-def start_milvus(workdir: Path) -> MilvusServer:
+def start_milvus(workdir: Path, port: int | None = None) -> MilvusServer:
+    """`milvus-lite server` on ``port`` (a free one when None)."""
     binary = Path(sys.executable).parent / "milvus-lite"
     if not binary.exists():
         raise MissingComponentError(f"{binary} not found: run `make setup` to install milvus-lite")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "milvus-data"
     log = workdir / "milvus.log"
