@@ -21,6 +21,7 @@ from tributary_operator.api import IngestionJob, IngestionJobStatus, IngestionPh
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 EXAMPLE_FILES = ["embeddingindex.yaml", "ingestionjob.yaml", "streampipeline.yaml"]
+LOCAL_EXAMPLES = ["local/embeddingindex.yaml", "local/ingestionjob.yaml"]  # run end to end in test_embeddingindex
 
 
 def example(name: str) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def get(kube, namespace: str, resource: str, name: str) -> dict[str, Any]:
     return yaml.safe_load(out)
 
 
-@pytest.mark.parametrize("name", EXAMPLE_FILES)
+@pytest.mark.parametrize("name", EXAMPLE_FILES + LOCAL_EXAMPLES)
 def test_example_applies_cleanly(kube, namespace, name):
     kube.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "secrets.yaml"))
     kube.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / name))

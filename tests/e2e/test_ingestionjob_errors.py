@@ -98,20 +98,23 @@ def test_a_missing_service_account_is_named(kube, namespace, operator):
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "ingester"
 
 
-def test_a_missing_embedding_index_is_named_and_followed(kube, namespace, operator):
+def test_a_missing_embedding_index_is_named_and_followed(kube, namespace, operator, milvus_server, request):
     apply(kube, namespace, ingestion_job(target={"indexRef": {"name": "handbook"}}))
     assert "EmbeddingIndex handbook (spec.target.indexRef) not found" in wait_ready_reason(
         kube, namespace, {"IndexNotFound"})["message"]
     apply(kube, namespace, {"apiVersion": "tributary.dev/v1alpha1", "kind": "EmbeddingIndex",
                             "metadata": {"name": "handbook"},
-                            "spec": {"milvus": {"uri": "http://127.0.0.1:19530"}, "alias": "handbook",
+                            "spec": {"milvus": {"uri": milvus_server.uri}, "alias": f"handbook_{namespace[-6:]}",
                                      "model": MODEL}})
-    wait_ready_reason(kube, namespace, {"IndexNotReady"})
-    kube.kubectl("-n", namespace, "patch", "embeddingindex", "handbook", "--subresource=status", "--type=merge",
-                 "-p", json.dumps({"status": {"activeCollection": "handbook_0123abcd"}}))
-    job = wait_for(lambda: jobs(kube, namespace) and jobs(kube, namespace)[0], timeout=30, message="the run's Job")
+    wait_ready_reason(kube, namespace, {"IndexNotReady"})  # no node yet: the provisioning Job waits
+    request.getfixturevalue("local_node")
+    index = wait_for(lambda: (ei := json.loads(kube.kubectl("-n", namespace, "get", "ei", "handbook", "-o",
+                                                            "json").stdout)).get("status", {}).get(
+        "activeCollection") and ei, timeout=120, message="the index provisioned")
+    runs = lambda: [j for j in jobs(kube, namespace) if "tributary.dev/ingestionjob" in j["metadata"]["labels"]]
+    job = wait_for(lambda: runs() and runs()[0], timeout=30, message="the run's Job")
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["TRIBUTARY_COLLECTION"] == "handbook_0123abcd"
+    assert env["TRIBUTARY_COLLECTION"] == index["status"]["activeCollection"]
 
 
 def test_a_job_the_api_server_refuses_is_child_rejected_once(kube, namespace, operator):

@@ -111,7 +111,8 @@ def test_the_build_stage_installs_the_project_with_cpu_torch():
 
 def test_the_commands_pods_run_are_console_scripts():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert {"tributary", "tributary-batch-worker", "tributary-stream-worker", "tributary-operator"} <= set(scripts)
+    assert {"tributary", "tributary-batch-worker", "tributary-stream-worker", "tributary-operator",
+            "tributary-index-admin"} <= set(scripts)
     final = stages()[-1]
     assert env_of(final)["PATH"].startswith("/opt/tributary/bin:"), "the venv's scripts are on PATH"
     assert any(i.keyword == "COPY" and i.args == "--from=build /opt/tributary /opt/tributary" for i in final)

@@ -75,7 +75,7 @@ class MilvusServer:
 
 
 def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
-    """port: a given one (a test starting Redis after its clients), else a free one."""
+    """redis-server on ``port`` (a free one when None: a restart on the old port is a Redis back)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise MissingComponentError("redis-server not found: run `make setup` (as root it apt-installs redis-server)")
@@ -93,7 +93,7 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
 
 
 def start_milvus(workdir: Path, port: int | None = None) -> MilvusServer:
-    """port: a given one (a test starting Milvus after its clients), else a free one."""
+    """`milvus-lite server` on ``port`` (a free one when None)."""
     binary = Path(sys.executable).parent / "milvus-lite"
     if not binary.exists():
         raise MissingComponentError(f"{binary} not found: run `make setup` to install milvus-lite")

@@ -1,5 +1,5 @@
 """kopf handlers, one module per kind; importing this package registers them all."""
 
-from tributary_operator.controllers import ingestionjob, setup
+from tributary_operator.controllers import embeddingindex, ingestionjob, setup
 
-__all__ = ["ingestionjob", "setup"]
+__all__ = ["embeddingindex", "ingestionjob", "setup"]

@@ -18,12 +18,8 @@ from tributary_workers.errors import explain
 from tributary_operator import kube, metrics
 from tributary_operator.api.v1alpha1 import GROUP, VERSION, EmbeddingIndex, IngestionJob
 from tributary_operator.core import ingestion
-from tributary_operator.core.conditions import (
-    ConditionSpec,
-    merge_conditions,
-    ready_event,
-    status_patch,
-)
+from tributary_operator.controllers.status import write_status
+from tributary_operator.core.conditions import ConditionSpec
 from tributary_operator.core.ingestion import checks
 from tributary_operator.core.ingestion.checks import Problem
 
@@ -72,16 +68,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger) -> Non
             fields, conditions = {"observedGeneration": generation}, failure_conditions(problem)
     if tick is not None:
         fields["lastScheduleTime"] = tick.strftime("%Y-%m-%dT%H:%M:%SZ")
-    fields["conditions"] = merge_conditions(status.get("conditions"), conditions, generation)
-    changes = status_patch(status, fields)
-    if changes:
-        patch.status.update(changes)
-    event = ready_event(status.get("conditions"), conditions)
-    if event is not None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    if "phase" in changes and changes["phase"] not in ("Failed", "Pending"):
-        kopf.info(body, reason=changes["phase"], message=f"{status.get('phase') or 'New'} -> {changes['phase']}: "
-                  + next(c.message for c in conditions if c.type == "Ready"))
+    write_status(body, patch, status, fields, conditions, generation)
 
 
 def failure_conditions(problem: Problem) -> list[ConditionSpec]:

@@ -20,6 +20,7 @@ MAX_SEQUENCE_LENGTH = "TRIBUTARY_MAX_SEQUENCE_LENGTH"  # caps the chunk size bel
 DIMENSION = "TRIBUTARY_DIMENSION"  # checked against the model at warm-up
 METRICS_PORT = "TRIBUTARY_METRICS_PORT"
 DEBUG = "TRIBUTARY_DEBUG"  # tracebacks instead of one-line errors
+ALIAS = "TRIBUTARY_ALIAS"  # the Milvus alias an EmbeddingIndex serves (tributary-index-admin)
 
 # --- batch worker
 SOURCE = "TRIBUTARY_SOURCE"  # space-separated

@@ -184,6 +184,12 @@ class EmbeddingIndexStatus(ObservedStatus):
     active_model: str | None = Field(
         None, max_length=1024, description="Model (name@revision) of the active collection."
     )
+    active_spec_hash: str | None = Field(
+        None,
+        max_length=64,
+        description="Hash of the spec's essence (Milvus, alias, model, chunking, index) the active "
+        "collection was provisioned or adopted for; a spec whose hash differs needs a re-embedding.",
+    )
 
 
 class EmbeddingIndex(CustomResource):

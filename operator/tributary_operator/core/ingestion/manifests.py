@@ -18,6 +18,9 @@ from tributary_workers.contract import env as ENV
 from tributary_workers.contract import keys
 from tributary_workers.contract.exits import EXIT_PERMANENT
 
+from tributary_operator.core.pods import RESTRICTED_POD, TERMINATION_LOG, container_security
+from tributary_operator.core.pods import env_var as _env
+from tributary_operator.core.pods import secret_env_var as _secret_env
 from tributary_operator.api.v1alpha1 import (
     CheckpointBackend,
     IngestionJob,
@@ -32,8 +35,6 @@ MAX_FAILURES_IN_STATUS = 20
 MAX_REASON_LENGTH = 1024
 # Job names become pod label values (<= 63 chars) with a suffix added by the Job controller.
 MAX_RUN_NAME = 52
-# Where kubelet reads a container's termination message; the batch worker writes its report there.
-TERMINATION_LOG = "/dev/termination-log"
 # Exit codes a retry cannot fix: the index fails at once (podFailurePolicy FailIndex) instead of
 # spending backoffLimitPerIndex.
 UNRETRYABLE_EXIT_CODES = (EXIT_PERMANENT,)
@@ -121,14 +122,6 @@ def inline_target(spec: IngestionJobSpec) -> ResolvedTarget | None:
         credentials_secret=inline.credentials_secret_ref.name if inline.credentials_secret_ref else None,
         dimension=inline.model.dimension, max_sequence_length=inline.model.max_sequence_length,
     )
-
-
-def _env(name: str, value: Any) -> dict[str, Any]:
-    return {"name": name, "value": str(value)}
-
-
-def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
 
 
 def source_id(ij: IngestionJob) -> str:
@@ -221,9 +214,7 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
         "ports": [{"name": "metrics", "containerPort": defaults.metrics_port}],
         "volumeMounts": [{"name": "state", "mountPath": "/var/lib/tributary"}],
         # What the `restricted` Pod Security Standard asks of every container.
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": container_security(),
         "terminationMessagePath": TERMINATION_LOG,
         # A fatal error writes no report but one line on stderr: that line becomes the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -254,7 +245,7 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": defaults.termination_grace_seconds,
                 # With the container's fields, what the `restricted` Pod Security level asks.
-                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": dict(RESTRICTED_POD),
                 "serviceAccountName": (worker.service_account_name if worker and worker.service_account_name
                                        else defaults.service_account),
                 "containers": [container],

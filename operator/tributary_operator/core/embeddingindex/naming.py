@@ -6,30 +6,36 @@
 - A change of the essence needs a re-embedding into a new collection; serving replicas, validation
   and retention apply in place; a new Milvus connection or alias is a new place altogether.
 - An alias that already exists is adopted only when its collection records the spec's model and
-  dimension (the properties tributary workers write); otherwise a Conflict that says what differs.
+  dimension (tributary_workers.contract.adoption, applied by the provisioning Job).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 
+from tributary_workers.contract.adoption import (
+    DIMENSION_PROPERTY,
+    MODEL_PROPERTY,
+    AdoptAction,
+    Adoption,
+    ExistingAlias,
+)
+from tributary_workers.contract.adoption import adoption as adopt
 from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
 
 from tributary_operator.api.v1alpha1 import EmbeddingIndexSpec
 from tributary_operator.api.v1alpha1.schema import BUNDLED_MODELS
 
+__all__ = ["DIMENSION_PROPERTY", "MODEL_PROPERTY", "AdoptAction", "Adoption", "ExistingAlias"]
+
 MILVUS_NAME_LIMIT = 255
 HASH_LENGTH = 8
 
-# The collection properties a tributary writer records (workers/tributary_workers/pipeline/writer.py).
-MODEL_PROPERTY = "tributary.model_id"
-DIMENSION_PROPERTY = "tributary.dimension"
 
 
 def model_id(name: str) -> str:
@@ -95,66 +101,9 @@ def classify_change(old: EmbeddingIndexSpec, new: EmbeddingIndexSpec) -> SpecCha
     return SpecChange(ChangeKind.IN_PLACE, differ)
 
 
-# --- brownfield adoption -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExistingAlias:
-    """What Milvus says of the spec's alias: the collection it points at and what that records."""
-
-    collection: str | None  # None: no such alias
-    properties: Mapping[str, str] = field(default_factory=dict)  # the collection's properties
-    vector_dimension: int | None = None  # the vector field's dim, from describe_collection
-
-
-class AdoptAction(StrEnum):
-    CREATE = "Create"
-    ADOPT = "Adopt"
-    CONFLICT = "Conflict"
-
-
-@dataclass(frozen=True)
-class Adoption:
-    action: AdoptAction
-    collection: str  # the collection to create or adopt; the one in the way for a conflict
-    reason: str
-    message: str
+# --- brownfield adoption (the rules live in the contract: the provisioning Job applies them) -----
 
 
 def adoption(spec: EmbeddingIndexSpec, existing: ExistingAlias) -> Adoption:
     """Create the first collection, adopt what the alias already serves, or refuse (never repoint)."""
-    if existing.collection is None:
-        name = collection_name(spec)
-        return Adoption(AdoptAction.CREATE, name, "Provisioning",
-                        f"creating collection {name} and alias {spec.alias} pointing at it")
-    props = existing.properties
-    want_model = model_id(spec.model.name)
-    recorded_model = props.get(MODEL_PROPERTY)
-    recorded_dim = props.get(DIMENSION_PROPERTY)
-    where = f"alias {spec.alias} points at collection {existing.collection}"
-    problems: list[str] = []
-    reason = "Conflict"
-    if recorded_model is None:
-        reason = "UnrecordedModel"
-        problems.append(f"it records no {MODEL_PROPERTY}, so the model of its vectors is unknown")
-    elif recorded_model != want_model:
-        reason = "ModelMismatch"
-        problems.append(f"it holds model {recorded_model}, the spec asks for {want_model}")
-    dims = {d for d in (recorded_dim, existing.vector_dimension) if d is not None}
-    dims_int = {int(d) for d in dims}
-    if len(dims_int) > 1:
-        problems.append(f"its {DIMENSION_PROPERTY} {recorded_dim} disagrees with its vector field's "
-                        f"dimension {existing.vector_dimension}")
-        reason = "DimensionMismatch" if reason == "Conflict" else reason
-    elif spec.model.dimension is not None and dims_int and spec.model.dimension not in dims_int:
-        problems.append(f"its vectors have dimension {dims_int.pop()}, the spec expects {spec.model.dimension}")
-        reason = "DimensionMismatch" if reason == "Conflict" else reason
-    if problems:
-        return Adoption(AdoptAction.CONFLICT, existing.collection, reason,
-                        f"{where}, but {'; and '.join(problems)}: not adopted and never repointed; point "
-                        f"the alias at a matching collection, drop it, or choose another alias")
-    dim = next(iter(dims_int), None)
-    named = "" if existing.collection == collection_name(spec) else " (its name is kept)"
-    return Adoption(AdoptAction.ADOPT, existing.collection, "Adopted",
-                    f"{where}, which holds model {recorded_model}"
-                    + (f" at dimension {dim}" if dim is not None else "") + f": adopted{named}")
+    return adopt(spec.alias, collection_name(spec), model_id(spec.model.name), spec.model.dimension, existing)

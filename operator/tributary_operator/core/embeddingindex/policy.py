@@ -1,0 +1,138 @@
+"""EmbeddingIndex provisioning, decided: (index, what its provisioning Job shows) -> what to do and
+the status to write. Pure; the controller observes and applies.
+
+- No active collection yet: run the provisioning Job; its outcome (a termination message holding
+  contract.adoption.Adoption) becomes activeCollection and Ready, or phase Failed with what differs.
+- Milvus unreachable: Ready=False, reason MilvusUnavailable, the Job's last error in one line; the
+  Job controller retries with back-off, and a spent Job is replaced.
+- Active, and the spec's essence or place changed: the alias keeps serving the active collection;
+  condition ReembedPending says so (the blue-green re-embedding is the next step of the design).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from tributary_workers.contract.adoption import AdoptAction, Adoption
+from tributary_workers.contract.exits import EXIT_PERMANENT
+
+from tributary_operator.api.v1alpha1 import EmbeddingIndex, IndexPhase
+from tributary_operator.core.conditions import ConditionSpec
+from tributary_operator.core.embeddingindex.manifests import provision_job_name, spec_hash
+from tributary_operator.core.embeddingindex.naming import collection_name, model_id
+
+MAX_MESSAGE = 1024
+
+
+@dataclass(frozen=True)
+class ProvisionView:
+    """What the operator needs of the provisioning Job and its pods."""
+
+    name: str
+    active: int = 0
+    succeeded: bool = False
+    failed: bool = False
+    outcome: Adoption | None = None  # the latest pod's report, when it wrote one
+    last_error: str = ""  # the latest failed pod's termination message (one line)
+    permanent: bool = False  # the latest failed pod exited EXIT_PERMANENT
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> ProvisionView:
+        status = job.get("status") or {}
+        conditions = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
+        outcome, error, permanent = None, "", False
+        ordered = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+        for pod in ordered:
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (container.get("state") or {}).get("terminated") or {}
+                message = (terminated.get("message") or "").strip()
+                if not terminated:
+                    continue
+                try:
+                    outcome = Adoption.from_json(message)
+                except (ValueError, KeyError, TypeError):
+                    if terminated.get("exitCode"):
+                        error = (message.splitlines()[-1] if message else
+                                 f"exit code {terminated.get('exitCode')}")[:MAX_MESSAGE]
+                permanent = terminated.get("exitCode") == EXIT_PERMANENT
+        return cls(job["metadata"]["name"], int(status.get("active") or 0),
+                   bool(conditions & {"Complete", "SuccessCriteriaMet"}),
+                   bool(conditions & {"Failed", "FailureTarget"}), outcome, error, permanent)
+
+
+class Action(StrEnum):
+    NONE = "None"
+    CREATE_JOB = "CreateJob"
+    DELETE_JOB = "DeleteJob"  # done with it (read), or spent: replaced on the next pass
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    action: Action
+    job: str  # the provisioning Job's name
+    fields: dict[str, Any]  # status fields (camelCase), merged over the current status
+    conditions: tuple[ConditionSpec, ...]
+    event: tuple[str, str, str] | None = None  # (type, reason, message) for a step worth an Event
+
+
+def _unavailable(error: str) -> bool:
+    text = error.lower()
+    return "milvus" in text and ("connect" in text or "reach" in text or "unavailable" in text)
+
+
+def plan(ei: EmbeddingIndex, job: ProvisionView | None) -> IndexPlan:
+    spec, status = ei.spec, ei.status
+    name = provision_job_name(ei)
+    wanted = spec_hash(spec)
+    cleanup = Action.DELETE_JOB if job is not None and (job.succeeded or job.failed) else Action.NONE
+
+    if status.active_collection:
+        ready = ConditionSpec("Ready", True, "Ready", f"alias {spec.alias} serves collection {status.active_collection}")
+        previous = next((c for c in status.conditions if c.type == "Ready" and c.status == "True"), None)
+        if previous is not None:  # keep how it became ready (Provisioned, Adopted)
+            ready = ConditionSpec("Ready", True, previous.reason, previous.message)
+        if status.active_spec_hash in (None, wanted):
+            pending = ConditionSpec("ReembedPending", False, "UpToDate",
+                                    f"collection {status.active_collection} matches the spec")
+        else:
+            pending = ConditionSpec(
+                "ReembedPending", True, "SpecChanged",
+                f"the spec's model, chunking, index, alias or Milvus changed (it would be collection "
+                f"{collection_name(spec)}); alias {spec.alias} keeps serving {status.active_collection} "
+                f"until a blue-green re-embedding replaces it")
+        fields = {"phase": IndexPhase.READY.value}
+        return IndexPlan(cleanup, name, fields, (ready, pending))
+
+    def waiting(reason: str, message: str, action: Action = Action.NONE) -> IndexPlan:
+        return IndexPlan(action, name, {"phase": IndexPhase.PENDING.value},
+                         (ConditionSpec("Ready", False, reason, message),))
+
+    if job is None:
+        return waiting("Provisioning", f"provisioning alias {spec.alias}: job {name} started", Action.CREATE_JOB)
+    outcome = job.outcome
+    if job.succeeded and outcome is not None and outcome.action is not AdoptAction.CONFLICT:
+        fields = {"phase": IndexPhase.READY.value, "activeCollection": outcome.collection,
+                  "activeModel": outcome.model or model_id(spec.model.name), "activeSpecHash": wanted}
+        return IndexPlan(Action.DELETE_JOB, name, fields,
+                         (ConditionSpec("Ready", True, outcome.reason, outcome.message),
+                          ConditionSpec("ReembedPending", False, "UpToDate",
+                                        f"collection {outcome.collection} matches the spec")),
+                         ("Normal", outcome.reason, outcome.message))
+    if outcome is not None and outcome.action is AdoptAction.CONFLICT:
+        return IndexPlan(Action.NONE, name, {"phase": IndexPhase.FAILED.value},
+                         (ConditionSpec("Ready", False, outcome.reason, outcome.message),))
+    if job.failed and job.permanent:
+        return IndexPlan(Action.NONE, name, {"phase": IndexPhase.FAILED.value},
+                         (ConditionSpec("Ready", False, "ProvisioningFailed",
+                                        job.last_error or "the provisioning job failed"),))
+    if job.last_error:
+        reason = "MilvusUnavailable" if _unavailable(job.last_error) else "ProvisioningRetrying"
+        # A spent Job is replaced: the Job controller's back-off starts again.
+        return waiting(reason, f"{job.last_error} (retrying with back-off)",
+                       Action.DELETE_JOB if job.failed else Action.NONE)
+    if job.succeeded:  # finished without a readable outcome: run it again
+        return waiting("Provisioning", f"job {name} left no outcome; provisioning again", Action.DELETE_JOB)
+    return waiting("Provisioning", f"provisioning alias {spec.alias}: job {name} running")
