@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tributary_operator.api.v1alpha1 import Scaling, StreamPipelineSpec
 from tributary_operator.core.conditions import merge_conditions
-from tributary_operator.core.scaling import (
+from tributary_operator.core.streampipeline.scaling import (
     MAX_SAMPLES,
     QueueObservation,
     Sample,
@@ -15,7 +15,7 @@ from tributary_operator.core.scaling import (
     estimate_backlog,
     scale_event,
 )
-from tributary_operator.core.stream_status import backpressure_on, stream_status
+from tributary_operator.core.streampipeline.status import backpressure_on, stream_status
 
 
 def spec(min=1, max=4, target=500, up=0, down=300, zero=False, high=10_000, low=5_000) -> StreamPipelineSpec:

@@ -22,6 +22,15 @@ def utc_now() -> str:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """Why an object cannot make progress: a CamelCase reason and a message a person can act on."""
+
+    reason: str
+    message: str
+    permanent: bool = False  # retrying cannot help until the spec changes
+
+
+@dataclass(frozen=True)
 class ConditionSpec:
     """A desired condition; the helper fills in the times."""
 

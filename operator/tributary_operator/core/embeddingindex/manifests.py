@@ -17,7 +17,7 @@ from tributary_workers.contract.exits import EXIT_PERMANENT
 
 from tributary_operator.api.v1alpha1 import EmbeddingIndex, EmbeddingIndexSpec
 from tributary_operator.core.embeddingindex.naming import collection_name, essence_hash
-from tributary_operator.core.ingestion.manifests import OperatorDefaults
+from tributary_operator.core.pods import OperatorDefaults
 from tributary_operator.core.pods import RESTRICTED_POD, TERMINATION_LOG, container_security, env_var, secret_env_var
 
 LABEL_INDEX = "tributary.dev/embeddingindex"

@@ -14,18 +14,10 @@ from dataclasses import dataclass, field
 from croniter import croniter
 
 from tributary_operator.api.v1alpha1 import EmbeddingIndex, IngestionJob
-from tributary_operator.core.ingestion.manifests import OperatorDefaults
+from tributary_operator.core.conditions import Problem
+from tributary_operator.core.pods import OperatorDefaults, service_account_name
 
 MILVUS_TOKEN_KEY = "MILVUS_TOKEN"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why an object cannot make progress: a CamelCase reason and a message a person can act on."""
-
-    reason: str
-    message: str
-    permanent: bool = False  # retrying cannot help until the spec changes
 
 
 @dataclass(frozen=True)
@@ -70,8 +62,7 @@ def secret_needs(ij: IngestionJob, index: EmbeddingIndex | None) -> list[SecretN
 
 
 def service_account(ij: IngestionJob, defaults: OperatorDefaults) -> str:
-    worker = ij.spec.worker
-    return worker.service_account_name if worker and worker.service_account_name else defaults.service_account
+    return service_account_name(ij.spec.worker, defaults)
 
 
 # --- the checks, in order ------------------------------------------------------------------------

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +16,17 @@ from tributary_workers.contract import env as ENV
 from tributary_workers.contract import keys
 from tributary_workers.contract.exits import EXIT_PERMANENT
 
-from tributary_operator.core.pods import RESTRICTED_POD, TERMINATION_LOG, container_security
+from tributary_operator.core.pods import (
+    RESTRICTED_POD,
+    TERMINATION_LOG,
+    OperatorDefaults,
+    container_security,
+    service_account_name,
+    worker_container_basics,
+)
 from tributary_operator.core.pods import env_var as _env
 from tributary_operator.core.pods import secret_env_var as _secret_env
+from tributary_operator.core.targets import ResolvedTarget
 from tributary_operator.api.v1alpha1 import (
     CheckpointBackend,
     IngestionJob,
@@ -38,19 +44,6 @@ MAX_RUN_NAME = 52
 # Exit codes a retry cannot fix: the index fails at once (podFailurePolicy FailIndex) instead of
 # spending backoffLimitPerIndex.
 UNRETRYABLE_EXIT_CODES = (EXIT_PERMANENT,)
-
-
-@dataclass(frozen=True)
-class OperatorDefaults:
-    """Settings the operator applies where a spec leaves them out (operator flags/env)."""
-
-    worker_image: str = "ghcr.io/tributary-dev/tributary:0.1.0"
-    image_pull_policy: str = "IfNotPresent"
-    service_account: str = "tributary-worker"
-    metrics_port: int = shared.POD_METRICS_PORT
-    # A shard's pods are replaced or stopped within this, not Kubernetes' default of 30 s: the
-    # worker checkpoints after every document, so a stopped shard loses at most one in flight.
-    termination_grace_seconds: int = 10
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -88,25 +81,6 @@ def checkpoint_configmap_name(run_name: str) -> str:
 
 
 # --- manifests ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResolvedTarget:
-    """Where a run writes, after an indexRef was looked up (or straight from an inline target)."""
-
-    milvus_uri: str
-    collection: str
-    model: str
-    max_tokens: int | None
-    overlap_tokens: int
-    credentials_secret: str | None = None
-    replicas: int = shared.REPLICAS
-    metric_type: str = shared.METRIC_TYPE
-    index_type: str = shared.INDEX_TYPE
-    dimension: int | None = None
-    max_sequence_length: int | None = None
-    index_params: Mapping[str, Any] | None = None
-    database: str | None = None
 
 
 def inline_target(spec: IngestionJobSpec) -> ResolvedTarget | None:
@@ -206,9 +180,7 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
     labels = {LABEL_JOB: ij.metadata["name"], LABEL_RUN: run_name, LABEL_COMPONENT: "batch-worker"}
     container: dict[str, Any] = {
         "name": "worker",
-        "image": (worker.image if worker and worker.image else defaults.worker_image),
-        "imagePullPolicy": (worker.image_pull_policy.value if worker and worker.image_pull_policy
-                            else defaults.image_pull_policy),
+        **worker_container_basics(worker, defaults),
         "command": ["tributary-batch-worker"],
         "env": worker_env(ij, run_name, target, defaults),
         "ports": [{"name": "metrics", "containerPort": defaults.metrics_port}],
@@ -219,11 +191,6 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
         # A fatal error writes no report but one line on stderr: that line becomes the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if worker and worker.resources:
-        # Quantities as strings: `cpu: 1` is a valid quantity, and the API types take strings only.
-        resources = worker.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
-        container["resources"] = {kind: {name: str(value) for name, value in amounts.items()}
-                                  for kind, amounts in resources.items()}
     source_secret = spec.source.credentials_secret_ref
     if source_secret is not None and not source_secret.keys:
         container["envFrom"] = [{"secretRef": {"name": source_secret.name}}]
@@ -246,8 +213,7 @@ def build_job(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults:
                 "terminationGracePeriodSeconds": defaults.termination_grace_seconds,
                 # With the container's fields, what the `restricted` Pod Security level asks.
                 "securityContext": dict(RESTRICTED_POD),
-                "serviceAccountName": (worker.service_account_name if worker and worker.service_account_name
-                                       else defaults.service_account),
+                "serviceAccountName": service_account_name(worker, defaults),
                 "containers": [container],
                 "volumes": [{"name": "state", "emptyDir": {}}],
             },

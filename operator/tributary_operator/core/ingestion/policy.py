@@ -20,6 +20,7 @@ from tributary_operator.api.v1alpha1 import (
     RedisSecretRef,
 )
 from tributary_operator.core.ingestion.checks import Problem
+from tributary_operator.core.targets import index_target
 from tributary_operator.core.ingestion.manifests import (
     ResolvedTarget,
     checkpoint_configmap_name,
@@ -127,19 +128,10 @@ def resolve_target(ij: IngestionJob, index: EmbeddingIndex | None) -> tuple[Reso
     ref = index_ref(ij)
     if index is None:
         return None, f"EmbeddingIndex {ref} not found"
-    collection = index.status.active_collection
-    if not collection:
+    target = index_target(index)
+    if target is None:
         return None, f"EmbeddingIndex {ref} has no active collection yet"
-    spec = index.spec
-    return ResolvedTarget(
-        milvus_uri=spec.milvus.uri, collection=collection, model=spec.model.name,
-        max_tokens=spec.chunking.max_tokens, overlap_tokens=spec.chunking.overlap_tokens,
-        credentials_secret=spec.milvus.credentials_secret_ref.name if spec.milvus.credentials_secret_ref else None,
-        replicas=spec.serving.replicas, metric_type=spec.index.metric_type.value,
-        index_type=spec.index.index_type.value, dimension=spec.model.dimension,
-        max_sequence_length=spec.model.max_sequence_length, index_params=spec.index.params,
-        database=spec.milvus.database,
-    ), None
+    return target, None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from tributary_operator.api.v1alpha1 import StreamPhase, StreamPipelineSpec
 from tributary_operator.core.conditions import ConditionSpec
-from tributary_operator.core.scaling import ScaleDecision
+from tributary_operator.core.streampipeline.scaling import ScaleDecision
 
 
 def _was_true(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> bool:

@@ -1,0 +1,49 @@
+"""Where workers write: a Milvus collection with the model, chunking and index settings it needs.
+
+Both an IngestionJob run and a StreamPipeline's workers resolve an indexRef the same way, through
+the EmbeddingIndex's active collection (``index_target``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tributary_workers.contract import defaults as shared
+
+from tributary_operator.api.v1alpha1 import EmbeddingIndex
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """Where a run writes, after an indexRef was looked up (or straight from an inline target)."""
+
+    milvus_uri: str
+    collection: str
+    model: str
+    max_tokens: int | None
+    overlap_tokens: int
+    credentials_secret: str | None = None
+    replicas: int = shared.REPLICAS
+    metric_type: str = shared.METRIC_TYPE
+    index_type: str = shared.INDEX_TYPE
+    dimension: int | None = None
+    max_sequence_length: int | None = None
+    index_params: Mapping[str, Any] | None = None
+    database: str | None = None
+
+
+def index_target(index: EmbeddingIndex) -> ResolvedTarget | None:
+    """The target an indexRef stands for: the index's active collection; None before it has one."""
+    collection = index.status.active_collection
+    if not collection:
+        return None
+    spec = index.spec
+    return ResolvedTarget(
+        milvus_uri=spec.milvus.uri, collection=collection, model=spec.model.name,
+        max_tokens=spec.chunking.max_tokens, overlap_tokens=spec.chunking.overlap_tokens,
+        credentials_secret=spec.milvus.credentials_secret_ref.name if spec.milvus.credentials_secret_ref else None,
+        replicas=spec.serving.replicas, metric_type=spec.index.metric_type.value,
+        index_type=spec.index.index_type.value, dimension=spec.model.dimension,
+        max_sequence_length=spec.model.max_sequence_length, index_params=spec.index.params,
+        database=spec.milvus.database,
+    )
