@@ -51,6 +51,8 @@ def create_if_absent(manifest: dict[str, Any]) -> bool:
             client.BatchV1Api(api()).create_namespaced_job(namespace, manifest)
         elif manifest["kind"] == "ConfigMap":
             client.CoreV1Api(api()).create_namespaced_config_map(namespace, manifest)
+        elif manifest["kind"] == "Deployment":
+            client.AppsV1Api(api()).create_namespaced_deployment(namespace, manifest)
         else:
             raise ValueError(f"unsupported kind {manifest['kind']}")
     except ApiException as exc:
@@ -58,6 +60,36 @@ def create_if_absent(manifest: dict[str, Any]) -> bool:
             return False
         raise
     return True
+
+
+MERGE_PATCH = "application/merge-patch+json"  # lists replaced whole: a removed env entry goes
+
+
+def get_deployment(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _plain(client.AppsV1Api(api()).read_namespaced_deployment(name, namespace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def patch_deployment(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    return _plain(client.AppsV1Api(api()).patch_namespaced_deployment(name, namespace, patch,
+                                                                      _content_type=MERGE_PATCH))
+
+
+def autoscalers_of(namespace: str, kind: str, name: str) -> list[str]:
+    """Names of the HorizontalPodAutoscalers whose scaleTargetRef is this object."""
+    hpas = client.AutoscalingV2Api(api()).list_namespaced_horizontal_pod_autoscaler(namespace)
+    return [h.metadata.name for h in hpas.items
+            if h.spec.scale_target_ref.kind == kind and h.spec.scale_target_ref.name == name]
+
+
+def patch_custom_status(namespace: str, plural: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch the status subresource (for writers outside a kopf handler's patch: daemons)."""
+    return client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH)
 
 
 def delete_job(namespace: str, name: str) -> None:

@@ -6,10 +6,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter("tributary_operator_reconciles_total", "Reconciles, by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram("tributary_operator_reconcile_seconds", "Reconcile duration, by kind", ["kind"])
+
+# StreamPipeline autoscaling, per pipeline: what it was scaled on and what it decided.
+_PIPELINE = ["namespace", "pipeline"]
+STREAM_BACKLOG = Gauge("tributary_operator_stream_backlog", "Lag + pending of the pipeline's group (NaN: unknown)",
+                       _PIPELINE)
+STREAM_DESIRED = Gauge("tributary_operator_stream_desired_replicas", "Replicas the scaling decision asked for",
+                       _PIPELINE)
+STREAM_REPLICAS = Gauge("tributary_operator_stream_replicas", "Worker replicas the Deployment reports", _PIPELINE)
+SCALE_DECISIONS = Counter("tributary_operator_scale_decisions_total",
+                          "Scaling decisions, by reason (ScaledUp, ScaledDown, Steady, ...)", [*_PIPELINE, "reason"])
 
 
 @contextmanager
@@ -29,3 +39,20 @@ def reconciling(kind: str) -> Iterator[None]:
 def serve(port: int) -> None:
     if port:
         start_http_server(port)
+
+
+def pipeline_observed(namespace: str, name: str, backlog: int | None, desired: int, replicas: int,
+                      reason: str) -> None:
+    STREAM_BACKLOG.labels(namespace, name).set(float("nan") if backlog is None else backlog)
+    STREAM_DESIRED.labels(namespace, name).set(desired)
+    STREAM_REPLICAS.labels(namespace, name).set(replicas)
+    SCALE_DECISIONS.labels(namespace, name, reason).inc()
+
+
+def pipeline_forgotten(namespace: str, name: str) -> None:
+    """A deleted pipeline's series go (a stale gauge would read as a live backlog)."""
+    for gauge in (STREAM_BACKLOG, STREAM_DESIRED, STREAM_REPLICAS):
+        try:
+            gauge.remove(namespace, name)
+        except KeyError:
+            pass

@@ -21,11 +21,13 @@ from tributary_operator.api import IngestionJob, IngestionJobStatus, IngestionPh
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 EXAMPLE_FILES = ["embeddingindex.yaml", "ingestionjob.yaml", "streampipeline.yaml"]
-LOCAL_EXAMPLES = ["local/embeddingindex.yaml", "local/ingestionjob.yaml"]  # run end to end in test_embeddingindex
+# Run end to end in test_embeddingindex (the index and the load) and test_streampipeline.
+LOCAL_EXAMPLES = ["local/embeddingindex.yaml", "local/ingestionjob.yaml", "local/streampipeline.yaml"]
 
 
 def example(name: str) -> dict[str, Any]:
-    return yaml.safe_load((EXAMPLES / name).read_text())
+    """The example's custom resource (a local example may carry the Secret it needs before it)."""
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d["kind"] != "Secret"][0]
 
 
 def get(kube, namespace: str, resource: str, name: str) -> dict[str, Any]:

@@ -46,6 +46,12 @@ KUBE_CALLS: dict[str, list[Permission]] = {
     "replace_namespaced_lease": [("coordination.k8s.io", "leases", "update")],
     # get_custom(namespace, plural, name): today embeddingindexes (an indexRef), any kind tomorrow.
     "get_namespaced_custom_object": [("tributary.dev", kind, "get") for kind in KINDS],
+    # A StreamPipeline's worker Deployment, and its status written from the autoscaler daemon.
+    "create_namespaced_deployment": [("apps", "deployments", "create")],
+    "read_namespaced_deployment": [("apps", "deployments", "get")],
+    "patch_namespaced_deployment": [("apps", "deployments", "patch")],
+    "list_namespaced_horizontal_pod_autoscaler": [("autoscaling", "horizontalpodautoscalers", "list")],
+    "patch_namespaced_custom_object_status": [("tributary.dev", f"{kind}/status", "patch") for kind in KINDS],
 }
 
 # What kopf does on its own: watch the three kinds, patch them (progress and diff-base annotations,
@@ -68,8 +74,8 @@ AHEAD_NAMESPACED: list[Permission] = [
     *[("tributary.dev", f"{kind}/finalizers", "update") for kind in KINDS],
     ("batch", "jobs", "get"), ("batch", "jobs", "watch"),
     ("", "configmaps", "list"), ("", "configmaps", "patch"),
-    # StreamPipeline workers (reconciler in progress).
-    *[("apps", "deployments", verb) for verb in ("create", "get", "list", "watch", "patch", "delete")],
+    # StreamPipeline workers: listed, watched and deleted by nothing yet (the GC deletes them).
+    *[("apps", "deployments", verb) for verb in ("list", "watch", "delete")],
     ("", "events", "patch"), ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch"),
 ]  # fmt: skip
 AHEAD_CLUSTER: list[Permission] = [("apiextensions.k8s.io", "customresourcedefinitions", "get")]

@@ -122,10 +122,14 @@ What the operator does inside a namespace it watches, as RBAC rules: one list fo
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get"]
-# The StreamPipeline workers (reconciler in progress).
+# One worker Deployment per StreamPipeline: created, its template and replicas patched.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["create", "get", "list", "watch", "patch", "delete"]
+# The operator owns a worker Deployment's replicas unless an HPA targets it (then it stands back).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
 # kopf.info/kopf.warn and handler outcomes are posted as Events (core v1 today; events.k8s.io is
 # the API newer clients use).
 - apiGroups: ["", "events.k8s.io"]

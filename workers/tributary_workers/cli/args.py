@@ -130,9 +130,12 @@ def add_model_options(parser: argparse.ArgumentParser, embed_batch_size: int) ->
 
 def add_milvus_index_options(parser: argparse.ArgumentParser) -> None:
     """How a worker creates a missing collection (replicas, metric, index), from flags or env."""
-    parser.add_argument("--replicas", type=positive_int, default=from_env(ENV.REPLICAS, defaults.REPLICAS, int))
-    parser.add_argument("--metric-type", default=from_env(ENV.METRIC_TYPE, defaults.METRIC_TYPE))
-    parser.add_argument("--index-type", default=from_env(ENV.INDEX_TYPE, defaults.INDEX_TYPE))
+    parser.add_argument("--replicas", type=positive_int, default=from_env(ENV.REPLICAS, defaults.REPLICAS, int),
+                        help=f"in-memory replicas of a created collection (env {ENV.REPLICAS})")
+    parser.add_argument("--metric-type", default=from_env(ENV.METRIC_TYPE, defaults.METRIC_TYPE),
+                        help=f"metric of a created collection's index (env {ENV.METRIC_TYPE})")
+    parser.add_argument("--index-type", default=from_env(ENV.INDEX_TYPE, defaults.INDEX_TYPE),
+                        help=f"index type of a created collection (env {ENV.INDEX_TYPE})")
     parser.add_argument("--index-params", type=json_object, default=from_env(ENV.INDEX_PARAMS, {}, json_object),
                         help=f"index build parameters as a JSON object, e.g. '{{\"M\": 16}}' (env {ENV.INDEX_PARAMS})")
     parser.add_argument("--milvus-database", default=from_env(ENV.MILVUS_DATABASE),

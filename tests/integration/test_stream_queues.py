@@ -1,0 +1,95 @@
+"""What the operator reads and writes in a pipeline's Redis, against a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from tributary_operator import queues
+from tributary_operator.core.streampipeline.scaling import estimate_backlog
+from tributary_workers.contract.routing import read_routing
+
+
+@pytest.fixture
+def conn(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stream() -> str:
+    return f"t:{uuid.uuid4().hex[:8]}"
+
+
+def add(conn, stream, n):
+    return [conn.xadd(stream, {"event": "{}"}) for _ in range(n)]
+
+
+def test_backlog_is_lag_plus_pending_of_the_pipelines_own_group(conn, stream):
+    add(conn, stream, 5)
+    first = queues.observe(conn, stream, "g", count_limit=100)  # creates the group at the stream's start
+    assert (first.lag, first.pending, first.stream_length) == (5, 0, 5)
+    conn.xreadgroup("g", "c1", {stream: ">"}, count=2)
+    conn.xgroup_create(stream, "abandoned", id="0")  # another group's backlog is not this pipeline's
+    later = queues.observe(conn, stream, "g", count_limit=100)
+    assert (later.lag, later.pending) == (3, 2)
+    assert estimate_backlog(later).value == 5
+
+
+def test_nil_lag_is_counted_not_zero(conn, stream):
+    ids = add(conn, stream, 6)
+    queues.observe(conn, stream, "g", count_limit=100)
+    conn.xreadgroup("g", "c1", {stream: ">"}, count=2)
+    conn.xack(stream, "g", *ids[:2])
+    conn.xdel(stream, ids[3])  # a deletion after last-delivered-id: Redis reports lag nil
+    seen = queues.observe(conn, stream, "g", count_limit=100)
+    assert seen.lag is None and seen.counted == 3
+    backlog = estimate_backlog(seen)
+    assert (backlog.value, backlog.source) == (3, "counted")
+
+
+def test_unreachable_redis_is_one_line_without_the_url():
+    dead = queues.client_for("redis://:s3cret@127.0.0.1:1/0")
+    seen = queues.observe(dead, "s", "g", count_limit=10)
+    assert not seen.reachable and seen.error and "\n" not in seen.error
+    assert "s3cret" not in seen.error
+    assert estimate_backlog(seen).value is None
+
+
+def test_routing_record_is_written_once_per_change(conn):
+    index = f"idx_{uuid.uuid4().hex[:8]}"
+    first = queues.sync_routing(conn, index, [{"collection": "a_1", "model": None}])
+    assert first is not None
+    assert queues.sync_routing(conn, index, [{"collection": "a_1", "model": None}]) is None  # unchanged
+    second = queues.sync_routing(conn, index, [{"collection": "a_1"}, {"collection": "a_2", "model": "/m"}])
+    assert second > first
+    assert [t.collection for t in read_routing(conn, index).targets] == ["a_1", "a_2"]
+    conn.set(f"tributary:routing:{index}", "not json")  # an invalid record is replaced
+    assert queues.sync_routing(conn, index, [{"collection": "a_1"}]) is not None
+    assert [t.collection for t in read_routing(conn, index).targets] == ["a_1"]
+
+
+def test_gone_consumers_are_deleted_only_without_pending_entries(conn, stream):
+    add(conn, stream, 3)
+    queues.observe(conn, stream, "g", count_limit=10)
+    conn.xreadgroup("g", "gone-busy", {stream: ">"}, count=1)  # keeps one pending entry
+    conn.xreadgroup("g", "gone-idle", {stream: ">"}, count=1)
+    conn.xack(stream, "g", conn.xpending_range(stream, "g", "-", "+", 10, consumername="gone-idle")[0]["message_id"])
+    conn.xreadgroup("g", "live-pod", {stream: ">"}, count=1)
+    conn.xack(stream, "g", conn.xpending_range(stream, "g", "-", "+", 10, consumername="live-pod")[0]["message_id"])
+    deleted = queues.delete_gone_consumers(conn, stream, "g", live={"live-pod"}, idle_ms=0)
+    assert deleted == ["gone-idle"]
+    names = {c["name"] for c in conn.xinfo_consumers(stream, "g")}
+    assert names == {"gone-busy", "live-pod"}  # its pending entry waits to be claimed, not dropped
+    assert conn.xpending(stream, "g")["pending"] == 1
+
+
+def test_recently_active_consumers_survive_a_brief_gap(conn, stream):
+    add(conn, stream, 1)
+    queues.observe(conn, stream, "g", count_limit=10)
+    conn.xreadgroup("g", "someone-else", {stream: ">"}, count=1)
+    conn.xack(stream, "g", conn.xpending_range(stream, "g", "-", "+", 10)[0]["message_id"])
+    assert queues.delete_gone_consumers(conn, stream, "g", live=set()) == []  # idle < GONE_IDLE_MS
+    assert {c["name"] for c in conn.xinfo_consumers(stream, "g")} == {"someone-else"}
