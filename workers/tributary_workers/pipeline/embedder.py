@@ -11,6 +11,7 @@ time: Hugging Face's offline switches are set before the libraries are imported.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from tributary_workers.contract import defaults
 from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
 from tributary_workers.contract.encoder import check_backend, encoder_id
 from tributary_workers.errors import PermanentError
+
+
+log = logging.getLogger(__name__)
 
 
 class ModelMismatchError(PermanentError, ValueError):
@@ -87,6 +91,16 @@ def load_onnx(st_model, path: Path, device: str, quantize: str, max_seq_length: 
     return onnx_backend.OnnxEncoder(session, st_model.tokenizer, max_seq_length, batch_size)
 
 
+def onnx_runs_on(device: str) -> bool:
+    if not device.startswith("cuda"):
+        return True
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def pick_device(requested: str | None = None) -> str:
     if requested:
         return requested
@@ -119,12 +133,18 @@ class Embedder:
         self.device = None
         self._model = None
         self._onnx = None
+        self.backend = config.backend  # what really runs, known after warm_up
 
     def warm_up(self) -> None:
         self.device = pick_device(self.config.device)
         # The sentence-transformers model is loaded for both backends: tokenizer, limits, export source.
         self._model = load_model(self.model_path, self.device)
-        if self.config.backend == "onnx":
+        self.backend = self.config.backend
+        if self.backend == "onnx" and self.config.quantize == "none" and not onnx_runs_on(self.device):
+            # Same vectors either way (contract.encoder); ONNX on the host CPU would waste the GPU.
+            log.info("backend onnx has no CUDA provider here: running %s with torch on %s", self.model_id, self.device)
+            self.backend = "torch"
+        if self.backend == "onnx":
             self._onnx = load_onnx(self._model, self.model_path, self.device, self.config.quantize,
                                    self.max_seq_length, self.config.batch_size)
         self.run(["warm up"])
@@ -158,9 +178,9 @@ class Embedder:
         """Unit-length float32 vectors, one row per text, in one batched model call."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self.config.backend == "onnx":
-            if self._onnx is None:
-                self.warm_up()
+        if self._model is None:
+            self.warm_up()
+        if self._onnx is not None:
             return self._onnx.encode(texts)
         vectors = self.model.encode(
             texts,
