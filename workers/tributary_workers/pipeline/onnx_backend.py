@@ -135,6 +135,8 @@ def open_session(path: Path, device: str, threads: int | None = None):
     options.intra_op_num_threads = threads or intra_op_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle threads must not spin: a pod's quota (and a stage's neighbours) pay for spinning.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")  # written, not measured (no GPU in CI)

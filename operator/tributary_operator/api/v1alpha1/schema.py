@@ -220,9 +220,9 @@ class EmbeddingModel(ApiModel):
             field_path=".name",
         ),
         CelRule(
-            rule="!has(self.quantize) || self.quantize == 'none' || !has(self.backend) || self.backend == 'onnx'",
+            rule="!has(self.quantize) || self.quantize == 'none' || (has(self.backend) && self.backend == 'onnx')",
             message="model.quantize int8 needs model.backend onnx",
-            check=lambda m: m.quantize in (None, "none") or m.backend in (None, "onnx"),
+            check=lambda m: m.quantize in (None, "none") or m.backend == "onnx",
             field_path=".quantize",
         ),
     )
