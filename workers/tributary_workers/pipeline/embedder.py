@@ -26,6 +26,7 @@ from tributary_workers.contract import defaults
 from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
 from tributary_workers.contract.encoder import check_backend, encoder_id
 from tributary_workers.errors import PermanentError
+from tributary_workers.pipeline.threads import cgroup_cpu_limit, intra_op_threads
 
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,12 @@ def load_model(path: Path, device: str):
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+            limit = cgroup_cpu_limit()
+            if device == "cpu" and limit is not None:
+                import torch
+
+                # torch sizes its pool from the host's cores; the pod can run only its quota.
+                torch.set_num_threads(intra_op_threads(limit))
             _models[key] = SentenceTransformer(str(path), device=device, local_files_only=True)
         return _models[key]
 
