@@ -194,6 +194,7 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
     }
     name_63 = "!has(self.metadata.name) || size(self.metadata.name) <= 63"
     model = "self.name in ['sentence-transformers/all-MiniLM-L6-v2', 'all-MiniLM-L6-v2'] || self.name.startsWith('/')"
+    quantize = "!has(self.quantize) || self.quantize == 'none' || (has(self.backend) && self.backend == 'onnx')"
     env = "!has(self.env) || self.env.all(name, name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))"
     assert rules == {
         ("IngestionJob", ""): [name_63],
@@ -208,7 +209,7 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
         ],
         ("IngestionJob", ".spec.target"): ["has(self.indexRef) != has(self.inline)"],
         ("IngestionJob", ".spec.target.inline.chunking"): ["!has(self.maxTokens) || self.overlapTokens < self.maxTokens"],
-        ("IngestionJob", ".spec.target.inline.model"): [model],
+        ("IngestionJob", ".spec.target.inline.model"): [model, quantize],
         ("IngestionJob", ".spec.worker"): [env],
         ("IngestionJob", ".spec.checkpoint"): [
             "(self.backend == 'redis') == has(self.redisSecretRef)"
@@ -225,7 +226,7 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
         ("StreamPipeline", ".spec.worker"): [env],
         ("StreamPipeline", ".spec.backpressure"): ["self.lowWatermark < self.highWatermark"],
         ("EmbeddingIndex", ""): [name_63],
-        ("EmbeddingIndex", ".spec.model"): [model],
+        ("EmbeddingIndex", ".spec.model"): [model, quantize],
         ("EmbeddingIndex", ".spec.chunking"): ["!has(self.maxTokens) || self.overlapTokens < self.maxTokens"],
         ("EmbeddingIndex", ".spec.validation"): [
             "!has(self.minRecallAtK) || (has(self.sampleQueries) && size(self.sampleQueries) > 0)"

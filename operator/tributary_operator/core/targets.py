@@ -30,6 +30,8 @@ class ResolvedTarget:
     max_sequence_length: int | None = None
     index_params: Mapping[str, Any] | None = None
     database: str | None = None
+    backend: str | None = None  # None: the workers' default
+    quantize: str | None = None
 
 
 def index_target(index: EmbeddingIndex) -> ResolvedTarget | None:
@@ -45,5 +47,5 @@ def index_target(index: EmbeddingIndex) -> ResolvedTarget | None:
         replicas=spec.serving.replicas, metric_type=spec.index.metric_type.value,
         index_type=spec.index.index_type.value, dimension=spec.model.dimension,
         max_sequence_length=spec.model.max_sequence_length, index_params=spec.index.params,
-        database=spec.milvus.database,
+        database=spec.milvus.database, backend=spec.model.backend, quantize=spec.model.quantize,
     )

@@ -118,8 +118,20 @@ def add_prune_options(parser: argparse.ArgumentParser, from_environment: bool = 
                              f"(default {defaults.PRUNE_MAX_FRACTION}; env {ENV.PRUNE_MAX_FRACTION})")
 
 
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """--backend / --quantize: what runs the model (flags, else TRIBUTARY_BACKEND / TRIBUTARY_QUANTIZE)."""
+    parser.add_argument("--backend", choices=defaults.BACKENDS, default=from_env(ENV.BACKEND, defaults.BACKEND),
+                        help=f"what runs the model: onnx (ONNX Runtime, exported locally) or torch "
+                             f"(default {defaults.BACKEND}; env {ENV.BACKEND})")
+    parser.add_argument("--quantize", choices=defaults.QUANTIZATIONS,
+                        default=from_env(ENV.QUANTIZE, defaults.QUANTIZE),
+                        help=f"int8: dynamic int8 weights with --backend onnx; another encoder id, so its own "
+                             f"collection (default {defaults.QUANTIZE}; env {ENV.QUANTIZE})")
+
+
 def add_model_options(parser: argparse.ArgumentParser, embed_batch_size: int) -> None:
-    """--model, --dimension and --embed-batch-size of a worker, from flags or env."""
+    """--model, --dimension, --embed-batch-size, --backend and --quantize of a worker, from flags or env."""
+    add_backend_options(parser)
     parser.add_argument("--model", default=from_env(ENV.MODEL), help=f"local model path (env {ENV.MODEL})")
     parser.add_argument("--dimension", type=positive_int, default=from_env(ENV.DIMENSION, None, positive_int),
                         help=f"expected vector length; a model with another one is refused (env {ENV.DIMENSION})")

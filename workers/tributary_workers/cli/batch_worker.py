@@ -92,6 +92,7 @@ def config_from_args(args):
         ledger_url=args.ledger, checkpoint_url=args.checkpoint, job_id=args.job_id or "local",
         shard_index=args.shard_index, shard_count=args.shard_count, max_concurrency=args.max_concurrency,
         embed_batch_size=args.embed_batch_size, model=args.model, dimension=args.dimension,
+        backend=args.backend, quantize=args.quantize,
         chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
         bulk_load=args.bulk_load, replicas=args.replicas, metric_type=args.metric_type,
         index_type=args.index_type, index_params=args.index_params, db_name=args.milvus_database,

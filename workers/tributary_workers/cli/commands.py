@@ -18,6 +18,7 @@ from tributary_workers.cli.args import (
     EXIT_PARTIAL,
     FatalError,
     Parser,
+    add_backend_options,
     add_chunking_options,
     add_prune_options,
     from_env,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(env TRIBUTARY_HOME, default ./.tributary)")
     parser.add_argument("--model", metavar="PATH",
                         help="a local sentence-transformers model (default: bundled all-MiniLM-L6-v2)")
+    add_backend_options(parser)
     parser.add_argument("--redis", metavar="URL",
                         default=from_env(ENV.REDIS_URL, "redis://localhost:6379/0"),
                         help="Redis of the event streams (env TRIBUTARY_REDIS_URL, default redis://localhost:6379/0)")
@@ -141,7 +143,7 @@ def _ingest(args) -> int:
         exclude=args.exclude,
         max_concurrency=args.max_concurrency,
         embed_batch_size=args.embed_batch_size,
-        model=args.model,
+        model=args.model, backend=args.backend, quantize=args.quantize,
         chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
         bulk_load=args.bulk_load,
         prune=args.prune,
@@ -177,7 +179,8 @@ def print_report(report) -> None:
 def open_searcher(args, index: str):
     from tributary_workers.pipeline.search import Searcher
 
-    searcher = Searcher(milvus_uri(args), index, model=args.model)
+    searcher = Searcher(milvus_uri(args), index, model=args.model, backend=args.backend,
+                        quantize=args.quantize)
     searcher.warm_up()
     return searcher
 
@@ -222,6 +225,7 @@ def _stream(args) -> int:
         claim_idle_ms=args.claim_idle_ms, max_deliveries=args.max_deliveries, retry_attempts=args.retry_attempts,
         drain_timeout_s=args.drain_timeout, warm_up_timeout_s=args.warm_up_timeout,
         model=args.model, chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
+        backend=args.backend, quantize=args.quantize,
     )
     report = run_worker(config, args.metrics_port)
     if args.json:

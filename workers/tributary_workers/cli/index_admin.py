@@ -52,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def model_dimension(args: argparse.Namespace) -> tuple[str, int]:
     """(model id, dimension): the dimension as declared, else read from the model (loaded locally)."""
+    from tributary_workers.contract.encoder import encoder_id
     from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig, resolve_model
 
-    _, model_id = resolve_model(args.model)
+    _, base_id = resolve_model(args.model)
+    model_id = encoder_id(base_id, args.backend, args.quantize)  # what the workers will record
     if args.dimension is not None:
         return model_id, args.dimension
-    embedder = Embedder(EmbedderConfig(model=args.model))
+    embedder = Embedder(EmbedderConfig(model=args.model, backend=args.backend, quantize=args.quantize))
     embedder.warm_up()
     return model_id, embedder.dimension
 

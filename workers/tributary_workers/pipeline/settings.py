@@ -24,6 +24,8 @@ class PipelineSettings:
     dimension: int | None = None  # expected vector length, checked at warm-up; None: the model's
     max_seq_length: int | None = None  # caps chunks below the model's own limit
     device: str | None = None  # None: CUDA when available, else CPU
+    backend: str = defaults.BACKEND  # torch | onnx (EmbedderConfig)
+    quantize: str = defaults.QUANTIZE  # none | int8
     chunking: ChunkerConfig = field(default_factory=ChunkerConfig)
     parser: ParserOptions = field(default_factory=ParserOptions)
     metric_type: str = defaults.METRIC_TYPE
@@ -36,7 +38,7 @@ class PipelineSettings:
         """The embedder of this config's model, or of another one (a routing target's: its own dimension)."""
         return EmbedderConfig(model=self.model if not other_model else model, batch_size=batch_size,
                               device=self.device, dimension=None if other_model else self.dimension,
-                              max_seq_length=self.max_seq_length)
+                              max_seq_length=self.max_seq_length, backend=self.backend, quantize=self.quantize)
 
     def writer_config(self, uri: str, collection: str, embedder, **extra: Any) -> WriterConfig:
         return WriterConfig(uri=uri, collection=collection, model_id=embedder.model_id, dimension=embedder.dimension,

@@ -219,6 +219,12 @@ class EmbeddingModel(ApiModel):
             check=lambda m: m.name in BUNDLED_MODELS or m.name.startswith("/"),
             field_path=".name",
         ),
+        CelRule(
+            rule="!has(self.quantize) || self.quantize == 'none' || (has(self.backend) && self.backend == 'onnx')",
+            message="model.quantize int8 needs model.backend onnx",
+            check=lambda m: m.quantize in (None, "none") or m.backend == "onnx",
+            field_path=".quantize",
+        ),
     )
 
     name: str = Field(
@@ -251,6 +257,21 @@ class EmbeddingModel(ApiModel):
         description="Maximum number of tokens the model reads per chunk, below the model's own "
         "limit: chunks are sized to it (maxTokens defaults to it). The model's own limit when omitted "
         "or larger.",
+    )
+    backend: Literal["torch", "onnx"] | None = Field(
+        None,
+        description=f"What runs the model: onnx (ONNX Runtime on a graph exported locally from the same "
+        f"weights, at first use, never downloaded) or torch (sentence-transformers' PyTorch encode). "
+        f"Omitted: {shared.BACKEND}. Both give the same vectors (cosine >= 0.99) and may share a "
+        "collection, so changing it is not a re-embedding; on a GPU without ONNX Runtime's CUDA "
+        "provider onnx falls back to torch.",
+    )
+    quantize: Literal["none", "int8"] | None = Field(
+        None,
+        description="int8: dynamic int8 weights (backend onnx only), faster on CPU but measurably "
+        "different vectors, so a collection records it with the model id and changing it is a "
+        "re-embedding. Omitted: none (opt-in: its top-10 retrieval overlap with fp32 is below 0.95 "
+        "on the project's sample).",
     )
 
 

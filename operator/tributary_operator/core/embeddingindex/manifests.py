@@ -55,6 +55,10 @@ def provision_env(spec: EmbeddingIndexSpec) -> list[dict[str, Any]]:
         env.append(env_var(ENV.MODEL, spec.model.name))
     if spec.model.dimension is not None:
         env.append(env_var(ENV.DIMENSION, spec.model.dimension))
+    if spec.model.quantize is not None:  # the recorded model id includes it (contract.encoder)
+        env.append(env_var(ENV.QUANTIZE, spec.model.quantize))
+    if spec.model.backend is not None:
+        env.append(env_var(ENV.BACKEND, spec.model.backend))
     if spec.index.params:
         env.append(env_var(ENV.INDEX_PARAMS, json.dumps(spec.index.params, sort_keys=True)))
     if spec.milvus.database:

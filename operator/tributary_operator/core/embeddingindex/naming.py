@@ -27,6 +27,7 @@ from tributary_workers.contract.adoption import (
 )
 from tributary_workers.contract.adoption import adoption as adopt
 from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
+from tributary_workers.contract.encoder import encoder_id
 
 from tributary_operator.api.v1alpha1 import EmbeddingIndexSpec
 from tributary_operator.api.v1alpha1.schema import BUNDLED_MODELS
@@ -38,15 +39,20 @@ HASH_LENGTH = 8
 
 
 
-def model_id(name: str) -> str:
-    """The id a worker records for a model name: the bundled id, or the model directory's name."""
-    return DEFAULT_MODEL_ID if name in BUNDLED_MODELS else PurePosixPath(name).name
+def model_id(name: str, quantize: str | None = None) -> str:
+    """The id a worker records for a model name: the bundled id, or the model directory's name;
+    with the quantization when it changes the vectors (contract.encoder)."""
+    base = DEFAULT_MODEL_ID if name in BUNDLED_MODELS else PurePosixPath(name).name
+    return encoder_id(base, "onnx", quantize) if quantize not in (None, "none") else base
 
 
 def essence(spec: EmbeddingIndexSpec) -> dict[str, Any]:
     """What the vectors depend on. Unset fields are left out, so a new optional field added to the
     API later does not rename (and re-embed) every existing index."""
-    model = spec.model.model_dump(mode="json", exclude={"dimension"}, exclude_none=True, by_alias=True)
+    # The backend is not essence (torch and fp32 ONNX make the same vectors); int8 is.
+    model = spec.model.model_dump(mode="json", exclude={"dimension", "backend"}, exclude_none=True, by_alias=True)
+    if model.get("quantize") == "none":
+        del model["quantize"]
     if spec.model.name in BUNDLED_MODELS:  # one model, two spellings: one name
         model["name"] = DEFAULT_MODEL_ID
     return {
@@ -106,4 +112,4 @@ def classify_change(old: EmbeddingIndexSpec, new: EmbeddingIndexSpec) -> SpecCha
 
 def adoption(spec: EmbeddingIndexSpec, existing: ExistingAlias) -> Adoption:
     """Create the first collection, adopt what the alias already serves, or refuse (never repoint)."""
-    return adopt(spec.alias, collection_name(spec), model_id(spec.model.name), spec.model.dimension, existing)
+    return adopt(spec.alias, collection_name(spec), model_id(spec.model.name, spec.model.quantize), spec.model.dimension, existing)

@@ -95,6 +95,7 @@ def inline_target(spec: IngestionJobSpec) -> ResolvedTarget | None:
         overlap_tokens=inline.chunking.overlap_tokens,
         credentials_secret=inline.credentials_secret_ref.name if inline.credentials_secret_ref else None,
         dimension=inline.model.dimension, max_sequence_length=inline.model.max_sequence_length,
+        backend=inline.model.backend, quantize=inline.model.quantize,
     )
 
 
@@ -134,6 +135,10 @@ def worker_env(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults
         env.append(_env(ENV.EXCLUDE, ",".join(source.exclude)))
     if target.model != shared.DEFAULT_MODEL_ID:
         env.append(_env(ENV.MODEL, target.model))
+    if target.backend is not None:
+        env.append(_env(ENV.BACKEND, target.backend))
+    if target.quantize is not None:
+        env.append(_env(ENV.QUANTIZE, target.quantize))
     if target.max_sequence_length is not None:
         env.append(_env(ENV.MAX_SEQUENCE_LENGTH, target.max_sequence_length))
     if target.index_params:
