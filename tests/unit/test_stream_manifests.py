@@ -173,3 +173,9 @@ def test_preflight(name, ei, secrets, account, reason):
     assert (problem.reason if problem else None) == reason
     if problem is not None:
         assert problem.message  # says what is missing
+
+
+def test_the_index_backend_reaches_the_workers():
+    ei = index(model={"name": shared.DEFAULT_MODEL_ID, "dimension": 384, "backend": "onnx", "quantize": "int8"})
+    env = {k: v.get("value") for k, v in env_of(deployment(ei=ei)).items()}
+    assert (env["TRIBUTARY_BACKEND"], env["TRIBUTARY_QUANTIZE"]) == ("onnx", "int8")

@@ -114,6 +114,10 @@ def worker_env(sp: StreamPipeline, index: EmbeddingIndex, target: ResolvedTarget
         env.append(env_var(ENV.INDEX_PARAMS, json.dumps(dict(target.index_params), sort_keys=True)))
     if target.database:
         env.append(env_var(ENV.MILVUS_DATABASE, target.database))
+    if target.backend is not None:
+        env.append(env_var(ENV.BACKEND, target.backend))
+    if target.quantize is not None:
+        env.append(env_var(ENV.QUANTIZE, target.quantize))
     if target.credentials_secret:
         env.append(secret_env_var(ENV.MILVUS_TOKEN, target.credentials_secret, MILVUS_TOKEN_KEY))
     worker = spec.worker
