@@ -22,9 +22,16 @@ import pytest
 from harness.servers import free_port
 from harness.waiting import wait_for
 from tributary_workers.contract.exits import EXIT_PERMANENT
+from tributary_workers.contract.keys import applied_key, routing_key
 from tributary_workers.contract.routing import (
+    all_applied,
     applied_generations,
+    applied_reports,
     clear_routing,
+    prune_applied,
+    read_routing,
+    repairs,
+    report_applied,
     write_routing,
 )
 from tributary_workers.documents import Document
@@ -309,16 +316,23 @@ def test_poison_messages_go_to_the_dead_letter_stream_and_the_others_flow_on(
     stream.close()
 
 
-def test_a_failure_that_outlasts_retries_is_redelivered_then_dead_lettered(
-        redis_server, milvus_server, collection_name, chunker):
-    """A target that keeps failing (a collection of another model and dimension): retried with
-    backoff, left pending, redelivered by XAUTOCLAIM, dead-lettered on the max_deliveries-th delivery."""
-    stream = stream_of(redis_server, collection_name)
+def foreign_collection(milvus_server, collection_name: str) -> str:
+    """A collection of another model and dimension: every write of ours to it fails."""
     foreign = f"{collection_name}_foreign"
     other = MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=foreign, model_id="someone/else", dimension=16))
     other.warm_up()
     other.close()
-    write_routing(stream.client, collection_name, [{"collection": collection_name}, {"collection": foreign}])
+    return foreign
+
+
+def test_an_active_target_failure_that_outlasts_retries_is_redelivered_then_dead_lettered(
+        redis_server, milvus_server, collection_name, chunker):
+    """The active (first) target keeps failing (another model and dimension): retried with
+    backoff, left pending, redelivered by XAUTOCLAIM, dead-lettered on the max_deliveries-th
+    delivery; the secondary target is not written while the active fails."""
+    stream = stream_of(redis_server, collection_name)
+    foreign = foreign_collection(milvus_server, collection_name)
+    write_routing(stream.client, collection_name, [{"collection": foreign}, {"collection": collection_name}])
     cfg = config(redis_server, milvus_server, collection_name, claim_idle_ms=300, max_deliveries=3, retry_attempts=2,
                  retry_initial_s=0.01, failure_backoff_max_s=0.2)
     with Producer(redis_server.url, collection_name) as producer, running_worker(cfg) as (worker, handled):
@@ -331,10 +345,103 @@ def test_a_failure_that_outlasts_retries_is_redelivered_then_dead_lettered(
     assert dead["original_id"] == doomed and dead["deliveries"] == "3"
     assert dead["reason"].startswith("failed on delivery 3 of 3:") and repr(foreign) in dead["reason"]
     assert worker.report.retries >= 3 and worker.report.reclaimed == 2 and worker.report.failed_batches == 3
-    # The healthy target held the event from the first attempt on; the retries changed nothing there.
-    final = final_state([upsert("doomed", 1), upsert("fine", 1)])
-    assert_exact(milvus_server.uri, collection_name, expected_pks(chunker, final))
+    assert_exact(milvus_server.uri, collection_name, expected_pks(chunker, final_state([upsert("fine", 1)])))
+    assert repairs(stream.client, collection_name, collection_name) == {}
     stream.close()
+
+
+def test_a_secondary_target_that_cannot_warm_up_holds_nothing_back_and_gets_repairs(
+        redis_server, milvus_server, collection_name, chunker):
+    """The second target fails as a whole (another dimension): the active holds every event, each
+    entry is acknowledged, the repair set of the secondary holds every document at its newest
+    version, and the worker never reports the generation whose target it could not warm up."""
+    stream = stream_of(redis_server, collection_name)
+    foreign = foreign_collection(milvus_server, collection_name)
+    cfg = config(redis_server, milvus_server, collection_name, consumer="w1", retry_initial_s=0.01)
+    events = [upsert("a", 1), upsert("b", 2), upsert("a", 3), delete("c", 4)]
+    with Producer(redis_server.url, collection_name) as producer, running_worker(cfg) as (worker, handled):
+        wait_for(lambda: applied_generations(stream.client, collection_name).get("w1") == 0, timeout=30,
+                 message="the worker did not report its configured generation")
+        record = write_routing(stream.client, collection_name,
+                               [{"collection": collection_name}, {"collection": foreign}])
+        producer.publish_many(events)
+        wait_for(lambda: drained(stream), timeout=120, message="the events were not acknowledged")
+        since = time.time()
+        wait_for(lambda: (applied_reports(stream.client, collection_name)["w1"].at or 0) > since, timeout=30,
+                 message="the worker's report was not refreshed")
+        assert applied_generations(stream.client, collection_name)["w1"] == 0 < record.generation
+        clear_routing(stream.client, collection_name)
+    assert not stream.dead_letters() and worker.report.repairs >= 3
+    assert len(handled) == 4 and "dead_lettered" not in {h.result for h in handled}
+    assert repairs(stream.client, collection_name, foreign) == {"a": 3, "b": 2, "c": 4}
+    assert_exact(milvus_server.uri, collection_name, expected_pks(chunker, final_state(events)))
+    stream.close()
+
+
+def test_a_secondary_per_document_failure_is_acknowledged_and_recorded_for_repair(
+        redis_server, milvus_server, collection_name, chunker, monkeypatch):
+    """One document fails in the candidate only (simulated at the target): the active and the
+    candidate hold everything else, the entry is acknowledged, the document is in the candidate's
+    repair set with its version, and nothing is dead-lettered."""
+    from tributary_workers.pipeline.indexer import DocResult, Status
+    from tributary_workers.streaming import worker as stream_module
+
+    candidate = f"{collection_name}_v2"
+    real_apply = stream_module.WriteTarget.apply
+
+    def apply(self, upserts, deletes):
+        results = real_apply(self, [d for d in upserts if not (self.collection == candidate and d.doc_id == "bad")],
+                             deletes)
+        if self.collection == candidate:
+            results += [DocResult(d.doc_id, d.version, Status.FAILED, reason="simulated")
+                        for d in upserts if d.doc_id == "bad"]
+        return results
+
+    monkeypatch.setattr(stream_module.WriteTarget, "apply", apply)
+    stream = stream_of(redis_server, collection_name)
+    write_routing(stream.client, collection_name, [{"collection": collection_name}, {"collection": candidate}])
+    cfg = config(redis_server, milvus_server, collection_name)
+    events = [upsert("good", 1), upsert("bad", 2)]
+    with Producer(redis_server.url, collection_name) as producer, running_worker(cfg) as (worker, handled):
+        producer.publish_many(events)
+        wait_for(lambda: drained(stream), timeout=120)
+    clear_routing(stream.client, collection_name)
+    assert not stream.dead_letters() and sorted(h.result for h in handled) == ["written", "written"]
+    assert repairs(stream.client, collection_name, candidate) == {"bad": 2}
+    assert repairs(stream.client, collection_name, collection_name) == {}
+    assert_exact(milvus_server.uri, collection_name, expected_pks(chunker, final_state(events)))
+    assert_exact(milvus_server.uri, candidate, expected_pks(chunker, final_state([upsert("good", 1)])))
+    stream.close()
+
+
+def test_generations_are_monotonic_and_applied_reports_are_timestamped_and_pruned(redis_server, collection_name):
+    client = stream_of(redis_server, collection_name).client
+    index = collection_name
+    first = write_routing(client, index, [{"collection": "docs_v1"}])
+    second = write_routing(client, index, [{"collection": "docs_v1"}, {"collection": "docs_v2"}])
+    clear_routing(client, index)
+    assert read_routing(client, index) is None
+    third = write_routing(client, index, [{"collection": "docs_v2"}])
+    assert (first.generation, second.generation, third.generation) == (1, 2, 3)
+    assert write_routing(client, index, [{"collection": "docs_v2"}], generation=10).generation == 10
+    assert write_routing(client, index, [{"collection": "docs_v2"}]).generation == 11
+    client.set(routing_key(index), b"{broken")  # an unparsable record does not reset the counter either
+    assert write_routing(client, index, [{"collection": "docs_v2"}]).generation == 12
+
+    before = time.time()
+    report_applied(client, index, "pod-a", 12)
+    report_applied(client, index, "pod-b", 11)
+    client.hset(applied_key(index), "pod-old", 3)  # the plain integer of an older worker
+    reports = applied_reports(client, index)
+    assert reports["pod-a"].generation == 12 and before <= reports["pod-a"].at <= time.time()
+    assert reports["pod-old"].generation == 3 and reports["pod-old"].at is None
+    assert applied_generations(client, index) == {"pod-a": 12, "pod-b": 11, "pod-old": 3}
+    assert not all_applied(client, index, {"pod-a", "pod-b"}, 12)
+    assert all_applied(client, index, {"pod-a", "pod-b"}, 11)
+    assert not all_applied(client, index, {"pod-a", "pod-new"}, 1), "a live pod that never reported"
+    assert prune_applied(client, index, {"pod-a", "pod-b"}) == ["pod-old"]
+    assert sorted(applied_generations(client, index)) == ["pod-a", "pod-b"]
+    assert prune_applied(client, index, {"pod-a", "pod-b"}) == []
 
 
 def test_a_transient_failure_is_retried_and_redelivered_until_it_succeeds(

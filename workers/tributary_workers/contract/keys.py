@@ -28,6 +28,16 @@ def applied_key(index: str) -> str:
     return f"{ROUTING_PREFIX}:{index}:applied"
 
 
+def generation_key(index: str) -> str:
+    """Counter of routing generations (INCR); never deleted, so generations never restart."""
+    return f"{ROUTING_PREFIX}:{index}:generation"
+
+
+def repair_key(index: str, collection: str) -> str:
+    """Hash doc_id -> newest version that a secondary target failed to write (catch-up drains it)."""
+    return f"{ROUTING_PREFIX}:{index}:repair:{collection}"
+
+
 def provenance_key(namespace: str, source_id: str) -> str:
     """Hash doc_id -> [origin, version]: what one source wrote into one collection (for pruning)."""
     return f"{PROVENANCE_PREFIX}:{{{namespace}}}:{source_id}"

@@ -10,20 +10,33 @@ candidate collection, each embedded with its own model, by writing one small Red
 - ``collection``  a Milvus collection (or alias); the worker creates it when missing;
 - ``model``       what ``--model`` accepts: a local sentence-transformers path, or null (or the
                   default model's name) for the bundled all-MiniLM-L6-v2;
-- ``generation``  increases with every change (``write_routing`` increments it atomically).
+- ``generation``  increases with every change: ``write_routing`` takes it from the counter
+                  ``tributary:routing:{index}:generation`` (INCR), which is never deleted, so
+                  ``clear_routing`` does not make generations start again at 1.
 
 Workers read the record at every batch; with no record they write to their configured collection.
-Each target has its own version-ledger namespace (its collection) and its own embedder. An event
-is acknowledged only after every target accepted it.
+Each target has its own version-ledger namespace (its collection) and its own embedder, and each
+document its own outcome per target. The first target is the active collection (the one queries
+are served from): an event is acknowledged once the active accepted it. A failure of the active
+is retried, then dead-lettered, as before. A failure of a secondary target alone (the candidate
+of a re-embedding, or the previous collection kept for rollback) neither holds the active's write
+back nor is lost: the document's id and version go to the repair set
+``tributary:routing:{index}:repair:{collection}`` (hash doc_id -> newest version), which the
+operator's catch-up phase drains, and the event is acknowledged.
 
-After a worker has finished a batch it records the generation it used in the hash
-``tributary:routing:{index}:applied`` (field: consumer name), also when idle; once every live
-consumer reports generation G, no batch routed with an older record is still in flight.
+A worker reports a generation only once every target of it warmed up (embedder loaded, collection
+reachable or created), in the hash ``tributary:routing:{index}:applied`` (field: consumer name,
+value ``{"generation": G, "at": unix_seconds}``; an older plain integer is read too), after each
+batch and at every maintenance tick, so ``at`` also tells the worker is alive. Once every live
+consumer (``all_applied``) reports G or newer, no batch routed with an older record is in flight.
+``prune_applied`` removes the reports of consumers that are gone (pass the names of the
+pipeline's pods, Terminating ones included).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 from pydantic import (
@@ -35,7 +48,7 @@ from pydantic import (
     field_validator,
 )
 
-from tributary_workers.contract.keys import applied_key, routing_key
+from tributary_workers.contract.keys import applied_key, generation_key, repair_key, routing_key
 from tributary_workers.errors import explain
 
 MilvusName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -85,40 +98,128 @@ def read_routing(client, index: str) -> RoutingRecord | None:
 
 def write_routing(client, index: str, targets: list[dict[str, Any] | Target],
                   generation: int | None = None) -> RoutingRecord:
-    """Store the record; generation None means one more than the stored one (atomic, WATCH/MULTI)."""
-    key = routing_key(index)
+    """Store the record; generation None means the next value of the index's counter (atomic,
+    WATCH/MULTI over the counter and the record). An explicit generation also lifts the counter
+    to it, so later automatic ones stay above it."""
+    key, counter = routing_key(index), generation_key(index)
     targets = tuple(t if isinstance(t, Target) else Target.model_validate(t) for t in targets)
     written: list[RoutingRecord] = []
 
     def update(pipe) -> None:
-        number = generation
-        if number is None:
-            current = pipe.get(key)
-            previous = 0
-            if current is not None:
-                try:
-                    previous = parse_routing(current).generation
-                except RoutingError:
-                    previous = 0
-            number = previous + 1
+        stored = _int_or_zero(pipe.get(counter))
+        current = pipe.get(key)
+        if current is not None:  # a record written before the counter existed
+            try:
+                stored = max(stored, parse_routing(current).generation)
+            except RoutingError:
+                pass
+        number = stored + 1 if generation is None else generation
         record = RoutingRecord(targets=targets, generation=number)
         pipe.multi()
         pipe.set(key, record.model_dump_json())
+        pipe.set(counter, max(stored, number))
         written[:] = [record]
 
-    client.transaction(update, key)
+    client.transaction(update, key, counter)
     return written[0]
 
 
+def _int_or_zero(raw) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return 0
+
+
 def clear_routing(client, index: str) -> None:
+    """Workers go back to their configured collection; the generation counter stays."""
     client.delete(routing_key(index))
 
 
-def report_applied(client, index: str, consumer: str, generation: int) -> None:
-    client.hset(applied_key(index), consumer, generation)
+# --- applied generations --------------------------------------------------------------------------
+
+
+class Applied(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    generation: int
+    at: float | None = None  # unix seconds of the report; None for the old plain-integer form
+
+
+def parse_applied(raw: str | bytes) -> Applied | None:
+    """An :applied value: {"generation": G, "at": T}, or a plain integer (older workers); None
+    when unparsable (the consumer then counts as not having applied anything)."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return None
+    if isinstance(data, bool):
+        return None
+    if isinstance(data, int):
+        return Applied(generation=data) if data >= 0 else None
+    if isinstance(data, dict):
+        try:
+            applied = Applied.model_validate(data)
+        except ValidationError:
+            return None
+        return applied if applied.generation >= 0 else None
+    return None
+
+
+def _decode(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def report_applied(client, index: str, consumer: str, generation: int, at: float | None = None) -> None:
+    value = json.dumps({"generation": generation, "at": time.time() if at is None else at})
+    client.hset(applied_key(index), consumer, value)
+
+
+def applied_reports(client, index: str) -> dict[str, Applied]:
+    """Every parsable report, by consumer."""
+    reports = {_decode(k): parse_applied(v) for k, v in client.hgetall(applied_key(index)).items()}
+    return {name: report for name, report in reports.items() if report is not None}
 
 
 def applied_generations(client, index: str) -> dict[str, int]:
-    raw = client.hgetall(applied_key(index))
-    decode = (lambda v: v.decode()) if raw and isinstance(next(iter(raw)), bytes) else str
-    return {decode(k): int(v) for k, v in raw.items()}
+    return {name: report.generation for name, report in applied_reports(client, index).items()}
+
+
+def prune_applied(client, index: str, live: set[str]) -> list[str]:
+    """Remove the reports of consumers not in live; returns their names."""
+    gone = sorted(name for name in map(_decode, client.hkeys(applied_key(index))) if name not in live)
+    if gone:
+        client.hdel(applied_key(index), *gone)
+    return gone
+
+
+def all_applied(client, index: str, live: set[str], generation: int) -> bool:
+    """Whether every live consumer reported generation or newer (an empty live set: nothing can
+    be in flight, so True)."""
+    reports = applied_generations(client, index)
+    return all(reports.get(name, -1) >= generation for name in live)
+
+
+# --- repair sets ------------------------------------------------------------------------------------
+
+# HSET doc_id version unless a newer version is recorded already.
+_RECORD_REPAIRS = """
+for i = 1, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if not current or tonumber(current) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
+
+
+def record_repairs(client, index: str, collection: str, versions: dict[str, int]) -> None:
+    """Documents a secondary target failed to write, each at its newest version."""
+    if versions:
+        args = [part for doc_id, version in versions.items() for part in (doc_id, int(version))]
+        client.eval(_RECORD_REPAIRS, 1, repair_key(index, collection), *args)
+
+
+def repairs(client, index: str, collection: str) -> dict[str, int]:
+    return {_decode(k): int(v) for k, v in client.hgetall(repair_key(index, collection)).items()}

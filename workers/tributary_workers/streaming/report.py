@@ -55,6 +55,7 @@ class StreamReport:
     events: dict[str, int] = field(default_factory=dict)
     reclaimed: int = 0
     retries: int = 0
+    repairs: int = 0  # documents recorded in a secondary target's repair set
     failed_batches: int = 0
     latency_count: int = 0
     latency_sum_s: float = 0.0
@@ -71,7 +72,7 @@ class StreamReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "batches": self.batches, "events": dict(sorted(self.events.items())), "reclaimed": self.reclaimed,
-            "retries": self.retries, "failed_batches": self.failed_batches, "latency_count": self.latency_count,
+            "retries": self.retries, "repairs": self.repairs, "failed_batches": self.failed_batches, "latency_count": self.latency_count,
             "latency_mean_s": round(self.latency_sum_s / self.latency_count, 4) if self.latency_count else None,
             "latency_max_s": round(self.latency_max_s, 4), "drained": self.drained,
         }

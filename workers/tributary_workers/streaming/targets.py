@@ -82,6 +82,11 @@ class WriteTarget:
         self.worker = worker
         self.indexer: DocumentIndexer | None = None
 
+    @property
+    def ready(self) -> bool:
+        """Warmed up: embedder loaded, collection reachable (created when missing)."""
+        return self.indexer is not None
+
     def warm_up(self) -> None:
         if self.indexer is not None:
             return

@@ -13,11 +13,14 @@ One loop, one batch at a time:
     -> read the routing record (routing.py): the targets {collection, model} of this batch
     -> for each target: DocumentIndexer.index(upserts) (one batched model call) and .delete(...)
        through the version ledger, exactly as batch writes
-    -> dead-letter per-document failures; acknowledge everything else (XACK) after the writes
-       returned, in one MULTI/EXEC with the dead-letter XADDs.
+    -> per document, the first (active) target decides (outcomes.py): its failure is
+       dead-lettered; a secondary target's failure alone is recorded in that target's repair set
+       (before acknowledging); acknowledge the rest (XACK) after the writes returned, in one
+       MULTI/EXEC with the dead-letter XADDs.
 
 Failures:
-- an exception while writing (Milvus or Redis unavailable) is transient: the whole batch is retried
+- an exception while writing to the active target (Milvus or Redis unavailable) is transient (one
+  in a secondary target fails the batch's documents there, into its repair set): the whole batch is retried
   with exponential backoff (tenacity); the ledger makes a retry idempotent. When the retries run
   out the entries stay pending, so XAUTOCLAIM (after claim_idle_ms) or a restart redelivers them,
   and an entry that fails on its max_deliveries-th delivery is dead-lettered with the error;
@@ -47,7 +50,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
@@ -55,7 +57,7 @@ from tributary_workers.contract.routing import (
     RoutingError,
     RoutingRecord,
     read_routing,
-    report_applied,
+    record_repairs,
 )
 from tributary_workers.documents import (
     Document,
@@ -68,7 +70,6 @@ from tributary_workers.pipeline.embedder import (
     ModelNotFoundError,
     resolve_model,
 )
-from tributary_workers.pipeline.indexer import DocResult, Status
 from tributary_workers.pipeline.parsers import Parser
 from tributary_workers.streaming.config import StreamConfig
 from tributary_workers.streaming.decisions import (
@@ -96,6 +97,14 @@ from tributary_workers.streaming.report import (
     TRIMMED,
     Handled,
     StreamReport,
+)
+from tributary_workers.streaming.generation import Generations
+from tributary_workers.streaming.outcomes import (
+    DocOutcome,
+    TargetResult,
+    apply_to_targets,
+    classify,
+    repairs_by_collection,
 )
 from tributary_workers.streaming.targets import EventDocuments, WriteTarget
 from tributary_workers.streaming.warmup import Retrier, StoppedDuringWarmUp, WarmUpTimeout, redacted
@@ -131,8 +140,7 @@ class StreamWorker:
         self._models: dict[str, tuple[Embedder, Chunker]] = {}
         self._stop = threading.Event()
         self._deadline: float | None = None
-        self._generation: int | None = None
-        self._reported_generation: int | None = None
+        self.generations = Generations()
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._next_maintenance = 0.0
@@ -161,11 +169,7 @@ class StreamWorker:
             target = self._target(cfg.collection, cfg.model)
             until_ready(f"Milvus at {redacted(cfg.milvus_uri)}", target.warm_up)
             return
-        for target in self._targets(record):
-            try:
-                target.warm_up()
-            except Exception as exc:  # each batch retries it, with backoff, then redelivery
-                log.warning("routing target %s is not ready: %s", target.collection, one_line(exc))
+        self.generations.warm(self._targets(record))
 
     def _routing_at_warm_up(self) -> RoutingRecord | None:
         try:
@@ -201,7 +205,7 @@ class StreamWorker:
         targets = [self._target(collection, model) for collection, model in wanted]
         for key in [k for k, t in self.targets.items() if t not in targets]:
             self.targets.pop(key).close()
-        self._generation = record.generation if record else 0
+        self.generations.routed_to(record.generation if record else 0, targets)
         return targets
 
     # -- the loop --------------------------------------------------------------------------------
@@ -323,8 +327,8 @@ class StreamWorker:
             _, removed = self.stream.trim(states)
             TRIMMED.inc(removed)
             if not force:
-                self._targets(read_routing(self.stream.client, self.config.index))
-            self._report_generation()
+                self.generations.warm(self._targets(read_routing(self.stream.client, self.config.index)))
+            self._report_generation(heartbeat=True)
         except RoutingError as exc:
             log.error("%s", exc)
         except Exception as exc:  # maintenance must never stop the loop
@@ -336,10 +340,8 @@ class StreamWorker:
                 LAG.labels(*self._labels).set(state.lag or 0)
                 PENDING.labels(*self._labels).set(state.pending)
 
-    def _report_generation(self) -> None:
-        if self._generation is not None and self._generation != self._reported_generation:
-            report_applied(self.stream.client, self.config.index, self.config.consumer, self._generation)
-            self._reported_generation = self._generation
+    def _report_generation(self, heartbeat: bool = False) -> None:
+        self.generations.report(self.stream.client, self.config.index, self.config.consumer, heartbeat)
 
     def _back_off(self, why: str) -> None:
         self._failures += 1
@@ -384,7 +386,7 @@ class StreamWorker:
                 dead.append(DeadLetter(entry, f"document {event.doc_id!r} version {event.version}: "
                                               f"unexpected {type(exc).__name__}: {one_line(exc)}"))
 
-        results: dict[str, list[DocResult]] = {}
+        results: dict[str, list[TargetResult]] = {}
         if upserts or deletes:
             docs = [document for _, _, document in upserts]
             removals = [(event.doc_id, event.version) for _, event in deletes]
@@ -399,15 +401,15 @@ class StreamWorker:
                 return
 
         acked: list[str] = []
+        to_repair: list[tuple[str, int, DocOutcome]] = []
         for entry, event in [(e, ev) for e, ev, _ in upserts] + deletes:
-            per_target = results.get(event.doc_id, [])
-            failures = [r for r in per_target if r.status is Status.FAILED]
-            if failures or not per_target:
-                reason = "; ".join(r.reason for r in failures) or "no result from the writer"
-                dead.append(DeadLetter(entry, f"document {event.doc_id!r} version {event.version}: {reason}"))
+            outcome = classify(results.get(event.doc_id, []))
+            if outcome.failure is not None:
+                dead.append(DeadLetter(entry, f"document {event.doc_id!r} version {event.version}: {outcome.failure}"))
                 continue
+            to_repair.append((event.doc_id, event.version, outcome))
             acked.append(entry.id)
-            outcomes.append(Handled(entry.id, event, RESULT_OF_STATUS[per_target[0].status]))
+            outcomes.append(Handled(entry.id, event, RESULT_OF_STATUS[outcome.active.status]))
         for entry, event in superseded:
             acked.append(entry.id)
             outcomes.append(Handled(entry.id, event, "superseded",
@@ -416,6 +418,10 @@ class StreamWorker:
         if cfg.ack_delay_s:
             time.sleep(cfg.ack_delay_s)
         try:
+            # Recorded before the acknowledgement: a crash in between redelivers, never loses.
+            for collection, versions in repairs_by_collection(to_repair).items():
+                self._with_retries(record_repairs, self.stream.client, cfg.index, collection, versions)
+                self.report.repairs += len(versions)
             self._with_retries(self.stream.settle, acked, dead, cfg.consumer)
         except _Transient as exc:
             # Written but not acknowledged: redelivered later, and the ledger answers "unchanged".
@@ -445,7 +451,7 @@ class StreamWorker:
             self.observer(outcomes)
 
     def _route_and_apply(self, docs: Sequence[Document], deletes: Sequence[tuple[str, int]]
-                         ) -> dict[str, list[DocResult]]:
+                         ) -> dict[str, list[TargetResult]]:
         """Write one batch to the targets of the routing record read now. While the record is
         invalid the worker holds the batch (it is not the events' fault) until it is fixed."""
         while True:
@@ -457,12 +463,8 @@ class StreamWorker:
                     log.error("%s; stopping with the batch left pending", exc)
                     raise _Held() from None
                 self._back_off(str(exc))
-        results: dict[str, list[DocResult]] = {}
-        for target in targets:
-            for result in target.apply(docs, deletes):
-                if result.status is Status.FAILED:
-                    result = replace(result, reason=f"collection {target.collection}: {result.reason}")
-                results.setdefault(result.doc_id, []).append(result)
+        results = apply_to_targets(targets, docs, deletes)
+        self.generations.note(targets)
         return results
 
     def _with_retries(self, fn, *args):
