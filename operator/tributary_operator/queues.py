@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import redis
+from tributary_workers.contract.keys import applied_key
 from tributary_workers.contract.routing import RoutingError, Target, read_routing, write_routing
 
 from tributary_operator.core.streampipeline.scaling import QueueObservation
@@ -122,5 +123,16 @@ def delete_gone_consumers(conn: redis.Redis, stream: str, group: str, live: set[
         if not gone:
             return []
         return list(conn.eval(_DELETE_IDLE_CONSUMERS, 1, stream, group, idle_ms, *gone))
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailable(one_line(exc)) from None
+
+
+def forget_applied(conn: redis.Redis, index: str, consumers: list[str]) -> None:
+    """Drop deleted consumers' applied-generation reports: only those (several pipelines may feed
+    one index, so the hash is never pruned to one pipeline's pods)."""
+    if not consumers:
+        return
+    try:
+        conn.hdel(applied_key(index), *consumers)
     except REDIS_ERRORS as exc:
         raise RedisUnavailable(one_line(exc)) from None

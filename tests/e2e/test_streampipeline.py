@@ -135,6 +135,7 @@ def test_burst_wakes_from_zero_scales_up_writes_newest_once_and_returns_to_zero(
     assert back["backlog"] == 0 and events(kube, namespace, "ScaledToZero")
     wait_for(lambda: not stream_redis.xinfo_consumers("docs:live", "workers"), timeout=60, interval=1.0,
              message="the gone pods' consumers are deleted from the group")
+    assert not stream_redis.hgetall(f"tributary:routing:{ready_index.alias}:applied")  # their reports too
     assert len(newest_rows(ready_index.milvus_uri, ready_index.alias)) == DOCS
 
 

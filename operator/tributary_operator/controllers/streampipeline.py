@@ -140,7 +140,7 @@ class PipelineLoop:
             self.logger.info("%s: %s", event.reason, event.message)
 
         if observation.reachable:
-            self._delete_gone_consumers(conn, sp, namespace)
+            self._delete_gone_consumers(conn, sp, namespace, manifests.routing_index(index))
         self.wake = (conn, queue.stream, queue.group) if decision.replicas == 0 else None
 
         shown = deployment.get("status") or {}
@@ -168,11 +168,12 @@ class PipelineLoop:
             self.logger.info("routing record of %s: generation %d", manifests.routing_index(index), generation)
         return None
 
-    def _delete_gone_consumers(self, conn, sp: StreamPipeline, namespace: str) -> None:
+    def _delete_gone_consumers(self, conn, sp: StreamPipeline, namespace: str, index: str) -> None:
         selector = ",".join(f"{k}={v}" for k, v in manifests.selector_labels(sp).items())
         live = {p["metadata"]["name"] for p in kube.list_pods(namespace, selector)}
         try:
             gone = queues.delete_gone_consumers(conn, sp.spec.queue.stream, sp.spec.queue.group, live)
+            queues.forget_applied(conn, index, gone)
         except queues.RedisUnavailable:
             return
         if gone:
