@@ -43,6 +43,13 @@ REPLICAS = 1
 METRIC_TYPE = "COSINE"
 INDEX_TYPE = "AUTOINDEX"
 
+# re-embedding validation (EmbeddingIndex spec.validation; tributary-index-admin validate)
+MIN_DOCUMENT_RATIO = 0.99
+MIN_SELF_RECALL = 0.9  # sampled chunks whose own text finds their document in the candidate's top-k
+TOP_K = 10
+SAMPLE_SIZE = 50
+BACKFILL_SHARDS = 2  # the backfill Indexed Job's completions = parallelism
+
 # metrics: off in a plain worker; the operator sets its port in pods
 WORKER_METRICS_PORT = 0
 POD_METRICS_PORT = 9090

@@ -25,6 +25,19 @@ METRICS_PORT = "TRIBUTARY_METRICS_PORT"
 DEBUG = "TRIBUTARY_DEBUG"  # tracebacks instead of one-line errors
 ALIAS = "TRIBUTARY_ALIAS"  # the Milvus alias an EmbeddingIndex serves (tributary-index-admin)
 
+# --- tributary-index-admin's re-embedding steps (contract.reembed)
+ACTIVE_COLLECTION = "TRIBUTARY_ACTIVE_COLLECTION"  # the collection a step reads from or compares with
+ACTIVE_MODEL = "TRIBUTARY_ACTIVE_MODEL"  # the active collection's model (validate: query overlap)
+ACTIVE_QUANTIZE = "TRIBUTARY_ACTIVE_QUANTIZE"
+EXPECT_COLLECTION = "TRIBUTARY_EXPECT_COLLECTION"  # swap: the alias must point here (or at the target)
+RECHUNK = "TRIBUTARY_RECHUNK"  # "true": the chunking changed, re-chunk from the stored parsed text
+MIN_DOCUMENT_RATIO = "TRIBUTARY_MIN_DOCUMENT_RATIO"
+MIN_SELF_RECALL = "TRIBUTARY_MIN_SELF_RECALL"
+MIN_RECALL_AT_K = "TRIBUTARY_MIN_RECALL_AT_K"
+TOP_K = "TRIBUTARY_TOP_K"
+SAMPLE_QUERIES = "TRIBUTARY_SAMPLE_QUERIES"  # JSON list of strings
+SAMPLE_SIZE = "TRIBUTARY_SAMPLE_SIZE"  # chunks sampled for self-retrieval
+
 # --- batch worker
 SOURCE = "TRIBUTARY_SOURCE"  # space-separated
 INCLUDE = "TRIBUTARY_INCLUDE"  # comma-separated

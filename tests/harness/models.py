@@ -1,0 +1,36 @@
+"""A second embedding model for re-embedding tests, derived locally (never downloaded).
+
+    derived_model(folder)  a sentence-transformers folder: the bundled all-MiniLM-L6-v2 followed by
+                           a fixed Dense 384->256 projection (the first 256 output dimensions) and
+                           normalisation. Another model id (the folder's), another dimension, vectors
+                           that still retrieve like the original's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DERIVED_DIMENSION = 256
+
+
+def derived_model(folder: Path, dimension: int = DERIVED_DIMENSION) -> Path:
+    """Build it once into ``folder`` (reused when it is already there); returns the folder."""
+    folder = Path(folder)
+    if (folder / "modules.json").exists():
+        return folder
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from tributary_workers.pipeline.embedder import default_model_path
+
+    base = SentenceTransformer(str(default_model_path()), device="cpu")
+    width = base.get_sentence_embedding_dimension()
+    dense = models.Dense(in_features=width, out_features=dimension, bias=True,
+                         activation_function=torch.nn.Identity())
+    with torch.no_grad():
+        dense.linear.weight.copy_(torch.eye(width)[:dimension])
+        dense.linear.bias.zero_()
+    derived = SentenceTransformer(modules=[*base, dense, models.Normalize()], device="cpu")
+    tmp = folder.with_name(folder.name + ".partial")
+    derived.save(str(tmp))
+    tmp.rename(folder)
+    return folder
