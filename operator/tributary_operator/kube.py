@@ -217,6 +217,11 @@ def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         raise
 
 
+def list_custom(namespace: str, plural: str) -> list[dict[str, Any]]:
+    found = client.CustomObjectsApi(api()).list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+    return list(found.get("items") or [])
+
+
 def redis_checkpoints(url: str, run_name: str) -> dict[str, str]:
     """Checkpoints a run's shards keep in Redis, keyed like the ConfigMap's data."""
     import redis

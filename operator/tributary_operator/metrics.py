@@ -56,3 +56,26 @@ def pipeline_forgotten(namespace: str, name: str) -> None:
             gauge.remove(namespace, name)
         except KeyError:
             pass
+
+
+# EmbeddingIndex lifecycle: the phase it is in, how far the re-embedding got, how long swaps take.
+_INDEX = ["namespace", "index"]
+INDEX_PHASES = ("Pending", "Backfilling", "CatchingUp", "Validating", "Swapping", "Ready", "RollingBack", "Failed")
+INDEX_PHASE = Gauge("tributary_operator_index_phase", "1 for the EmbeddingIndex's current phase, else 0",
+                    [*_INDEX, "phase"])
+REEMBED_DONE = Gauge("tributary_operator_reembed_documents_done", "Documents the candidate holds", _INDEX)
+REEMBED_TOTAL = Gauge("tributary_operator_reembed_documents_total", "Live documents of the active collection", _INDEX)
+SWAP_SECONDS = Histogram("tributary_operator_swap_seconds", "Duration of the alias swap call (alter_alias)",
+                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+def index_observed(namespace: str, name: str, phase: str | None, progress: dict | None,
+                   swap_ms: int | None = None) -> None:
+    for each in INDEX_PHASES:
+        INDEX_PHASE.labels(namespace, name, each).set(1 if each == phase else 0)
+    progress = progress or {}
+    for gauge, key in ((REEMBED_DONE, "documentsDone"), (REEMBED_TOTAL, "documentsTotal")):
+        value = progress.get(key)
+        gauge.labels(namespace, name).set(float("nan") if value is None else value)
+    if swap_ms is not None:
+        SWAP_SECONDS.observe(swap_ms / 1000)

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from tributary_workers.contract.keys import applied_key
-from tributary_workers.contract.routing import RoutingError, Target, read_routing, write_routing
+from tributary_workers.contract.routing import RoutingError, Target, all_applied, read_routing, write_routing
 
 from tributary_operator.core.streampipeline.scaling import QueueObservation
 
@@ -75,8 +75,8 @@ def observe(conn: redis.Redis, stream: str, group: str, count_limit: int) -> Que
         return QueueObservation(reachable=False, error=one_line(exc))
 
 
-def sync_routing(conn: redis.Redis, index: str, targets: list[dict[str, Any]]) -> int | None:
-    """Write the routing record when its targets differ from these; the new generation, else None."""
+def sync_routing(conn: redis.Redis, index: str, targets: list[dict[str, Any]]) -> tuple[int, bool]:
+    """Write the routing record when its targets differ from these; (its generation, whether written)."""
     wanted = tuple(Target.model_validate(t) for t in targets)
     try:
         try:
@@ -84,8 +84,16 @@ def sync_routing(conn: redis.Redis, index: str, targets: list[dict[str, Any]]) -
         except RoutingError:
             current = None  # an invalid record is replaced: workers stop consuming until it is valid
         if current is not None and current.targets == wanted:
-            return None
-        return write_routing(conn, index, list(wanted)).generation
+            return current.generation, False
+        return write_routing(conn, index, list(wanted)).generation, True
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailable(one_line(exc)) from None
+
+
+def routing_applied(conn: redis.Redis, index: str, live: set[str], generation: int) -> bool:
+    """Every live worker (the pipeline's pods, Terminating ones included) reported ``generation``."""
+    try:
+        return all_applied(conn, index, live, generation)
     except REDIS_ERRORS as exc:
         raise RedisUnavailable(one_line(exc)) from None
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 from tributary_operator import queues
 from tributary_operator.core.streampipeline.scaling import estimate_backlog
-from tributary_workers.contract.routing import read_routing
+from tributary_workers.contract.routing import read_routing, report_applied
 
 
 @pytest.fixture
@@ -60,15 +60,27 @@ def test_unreachable_redis_is_one_line_without_the_url():
 
 def test_routing_record_is_written_once_per_change(conn):
     index = f"idx_{uuid.uuid4().hex[:8]}"
-    first = queues.sync_routing(conn, index, [{"collection": "a_1", "model": None}])
-    assert first is not None
-    assert queues.sync_routing(conn, index, [{"collection": "a_1", "model": None}]) is None  # unchanged
-    second = queues.sync_routing(conn, index, [{"collection": "a_1"}, {"collection": "a_2", "model": "/m"}])
-    assert second > first
+    first, written = queues.sync_routing(conn, index, [{"collection": "a_1", "model": None}])
+    assert written
+    assert queues.sync_routing(conn, index, [{"collection": "a_1", "model": None}]) == (first, False)  # unchanged
+    second, written = queues.sync_routing(conn, index, [{"collection": "a_1"}, {"collection": "a_2", "model": "/m"}])
+    assert written and second > first
     assert [t.collection for t in read_routing(conn, index).targets] == ["a_1", "a_2"]
     conn.set(f"tributary:routing:{index}", "not json")  # an invalid record is replaced
-    assert queues.sync_routing(conn, index, [{"collection": "a_1"}]) is not None
+    assert queues.sync_routing(conn, index, [{"collection": "a_1"}])[1] is True
     assert [t.collection for t in read_routing(conn, index).targets] == ["a_1"]
+
+
+def test_routing_is_applied_once_every_live_worker_reported_it(conn):
+    index = f"idx_{uuid.uuid4().hex[:8]}"
+    generation, _ = queues.sync_routing(conn, index, [{"collection": "a_1"}, {"collection": "a_2"}])
+    assert queues.routing_applied(conn, index, set(), generation)  # no worker: nothing in flight
+    report_applied(conn, index, "pod-a", generation)
+    report_applied(conn, index, "pod-b", generation - 1)
+    assert not queues.routing_applied(conn, index, {"pod-a", "pod-b"}, generation)
+    assert queues.routing_applied(conn, index, {"pod-a"}, generation)  # pod-b is gone
+    report_applied(conn, index, "pod-b", generation)
+    assert queues.routing_applied(conn, index, {"pod-a", "pod-b"}, generation)
 
 
 def test_gone_consumers_are_deleted_only_without_pending_entries(conn, stream):

@@ -126,7 +126,7 @@ def test_the_chart_next_to_the_output_gets_identical_copies(tmp_path, capsys):
     [
         ("IngestionJob", "ingestionjobs", "ij", ["Phase", "Progress", "ETA", "Succeeded", "Failed", "Age"]),
         ("StreamPipeline", "streampipelines", "sp", ["Phase", "Replicas", "Desired", "Backlog", "Age"]),
-        ("EmbeddingIndex", "embeddingindexes", "ei", ["Phase", "Alias", "Active", "Candidate", "Age"]),
+        ("EmbeddingIndex", "embeddingindexes", "ei", ["Phase", "Alias", "Active", "Candidate", "Done", "Age"]),
     ],
 )
 def test_names_subresources_and_printer_columns(kind, plural, short, columns):
@@ -182,7 +182,9 @@ def test_preserve_unknown_fields_only_on_free_form_maps():
         for path, node in walk(schema_of(kind))
         if node.get("x-kubernetes-preserve-unknown-fields")
     }
-    assert preserved == {("EmbeddingIndex", ".spec.index.params")}  # worker.resources is typed: quantities
+    # worker.resources is typed: quantities; the status records the spec's index as it was
+    assert preserved == {("EmbeddingIndex", f"{at}.index.params") for at in (".spec", ".status.activeSpec",
+                                                                               ".status.previousSpec")}
 
 
 def test_cel_rules_are_emitted_where_the_models_declare_them():
@@ -228,6 +230,9 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
         ("EmbeddingIndex", ""): [name_63],
         ("EmbeddingIndex", ".spec.model"): [model, quantize],
         ("EmbeddingIndex", ".spec.chunking"): ["!has(self.maxTokens) || self.overlapTokens < self.maxTokens"],
+        **{("EmbeddingIndex", f".status.{kept}.model"): [model, quantize] for kept in ("activeSpec", "previousSpec")},
+        **{("EmbeddingIndex", f".status.{kept}.chunking"): ["!has(self.maxTokens) || self.overlapTokens < self.maxTokens"]
+           for kept in ("activeSpec", "previousSpec")},
         ("EmbeddingIndex", ".spec.validation"): [
             "!has(self.minRecallAtK) || (has(self.sampleQueries) && size(self.sampleQueries) > 0)"
         ],

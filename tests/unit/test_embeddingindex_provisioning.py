@@ -98,15 +98,3 @@ def test_plan_after_success_records_what_serves():
     assert result.event == ("Normal", "Provisioned", "created it")
 
 
-def test_an_active_index_keeps_serving_through_a_spec_change():
-    ei = index()
-    served = {"activeCollection": "handbook_old", "activeSpecHash": spec_hash(ei.spec),
-              "conditions": [{"type": "Ready", "status": "True", "reason": "Adopted", "message": "adopted legacy"}]}
-    same = plan(index(served), None)
-    assert same.action is Action.NONE and same.fields == {"phase": "Ready"}
-    assert [(c.type, c.status, c.reason) for c in same.conditions] == [
-        ("Ready", True, "Adopted"), ("ReembedPending", False, "UpToDate")]
-    changed = plan(index(served, chunking={"maxTokens": 99}), None)
-    pending = next(c for c in changed.conditions if c.type == "ReembedPending")
-    assert pending.status is True and "handbook_old" in pending.message
-    assert next(c for c in changed.conditions if c.type == "Ready").status is True

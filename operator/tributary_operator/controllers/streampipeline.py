@@ -112,7 +112,7 @@ class PipelineLoop:
         url = kube.read_secret_key(namespace, queue.redis_secret_ref.name, queue.redis_secret_ref.key) or ""
         conn = queues.client_for(url)
 
-        routing_problem = self._sync_routing(conn, index)
+        routing_problem, generation = self._sync_routing(conn, index)
         observation = queues.observe(conn, queue.stream, queue.group, scaling.count_limit(sp.spec))
         name = manifests.worker_name(sp)
         deployment = kube.get_deployment(namespace, name)
@@ -139,8 +139,12 @@ class PipelineLoop:
             kopf.event(self.body, type=event.type, reason=event.reason, message=event.message)
             self.logger.info("%s: %s", event.reason, event.message)
 
+        selector = ",".join(f"{k}={v}" for k, v in manifests.selector_labels(sp).items())
+        live = {p["metadata"]["name"] for p in kube.list_pods(namespace, selector)}
+        routing = None
         if observation.reachable:
-            self._delete_gone_consumers(conn, sp, namespace, manifests.routing_index(index))
+            self._delete_gone_consumers(conn, sp, live, manifests.routing_index(index))
+            routing = self._routing_status(conn, index, live, generation)
         self.wake = (conn, queue.stream, queue.group) if decision.replicas == 0 else None
 
         shown = deployment.get("status") or {}
@@ -150,6 +154,8 @@ class PipelineLoop:
         fields, conditions = stream_status(
             sp.spec, decision, replicas=replicas, ready_replicas=ready, conditions=base.get("conditions"),
             last_scale_time=base.get("lastScaleTime"), generation=sp.metadata.get("generation"), now=utc_now())
+        if routing is not None:
+            fields["routing"] = routing
         if routing_problem is not None and observation.reachable:
             conditions = [c for c in conditions if c.type != "Ready"] + [
                 ConditionSpec("Ready", False, routing_problem.reason, routing_problem.message)]
@@ -157,20 +163,30 @@ class PipelineLoop:
                                   replicas, decision.reason)
         self._write(fields, conditions)
 
-    def _sync_routing(self, conn, index: EmbeddingIndex) -> Problem | None:
+    def _sync_routing(self, conn, index: EmbeddingIndex) -> tuple[Problem | None, int | None]:
         try:
-            generation = queues.sync_routing(conn, manifests.routing_index(index), manifests.routing_targets(index))
+            generation, written = queues.sync_routing(conn, manifests.routing_index(index),
+                                                      manifests.routing_targets(index))
         except queues.RedisUnavailable:
-            return None  # the observation says it too: Degraded
+            return None, None  # the observation says it too: Degraded
         except ValueError as exc:  # a target Milvus would not accept as a collection name
-            return Problem("InvalidRouting", f"cannot write the routing record: {exc}")
-        if generation is not None:
+            return Problem("InvalidRouting", f"cannot write the routing record: {exc}"), None
+        if written:
             self.logger.info("routing record of %s: generation %d", manifests.routing_index(index), generation)
-        return None
+        return None, generation
 
-    def _delete_gone_consumers(self, conn, sp: StreamPipeline, namespace: str, index: str) -> None:
-        selector = ",".join(f"{k}={v}" for k, v in manifests.selector_labels(sp).items())
-        live = {p["metadata"]["name"] for p in kube.list_pods(namespace, selector)}
+    def _routing_status(self, conn, index: EmbeddingIndex, live: set[str], generation: int | None) -> dict | None:
+        """What the EmbeddingIndex waits on before a backfill or a retirement: every worker applied it."""
+        if generation is None:
+            return None
+        try:
+            applied = queues.routing_applied(conn, manifests.routing_index(index), live, generation)
+        except queues.RedisUnavailable:
+            return None
+        return {"targets": [t["collection"] for t in manifests.routing_targets(index)],
+                "generation": generation, "applied": applied}
+
+    def _delete_gone_consumers(self, conn, sp: StreamPipeline, live: set[str], index: str) -> None:
         try:
             gone = queues.delete_gone_consumers(conn, sp.spec.queue.stream, sp.spec.queue.group, live)
             queues.forget_applied(conn, index, gone)

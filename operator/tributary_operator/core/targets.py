@@ -11,7 +11,15 @@ from typing import Any
 
 from tributary_workers.contract import defaults as shared
 
-from tributary_operator.api.v1alpha1 import EmbeddingIndex
+from tributary_operator.api.v1alpha1 import CollectionSpec, EmbeddingIndex
+
+
+def active_spec(index: EmbeddingIndex) -> CollectionSpec:
+    """What the active collection was built with (status.activeSpec); the spec's own for an index
+    provisioned before the status recorded it. During a re-embedding the spec already names the
+    candidate's model and chunking, never the active's."""
+    spec = index.spec
+    return index.status.active_spec or CollectionSpec(model=spec.model, chunking=spec.chunking, index=spec.index)
 
 @dataclass(frozen=True)
 class ResolvedTarget:
@@ -39,13 +47,14 @@ def index_target(index: EmbeddingIndex) -> ResolvedTarget | None:
     collection = index.status.active_collection
     if not collection:
         return None
-    spec = index.spec
+    spec, built = index.spec, active_spec(index)
+    model, chunking = built.model, built.chunking
     return ResolvedTarget(
-        milvus_uri=spec.milvus.uri, collection=collection, model=spec.model.name,
-        max_tokens=spec.chunking.max_tokens, overlap_tokens=spec.chunking.overlap_tokens,
+        milvus_uri=spec.milvus.uri, collection=collection, model=model.name,
+        max_tokens=chunking.max_tokens, overlap_tokens=chunking.overlap_tokens,
         credentials_secret=spec.milvus.credentials_secret_ref.name if spec.milvus.credentials_secret_ref else None,
-        replicas=spec.serving.replicas, metric_type=spec.index.metric_type.value,
-        index_type=spec.index.index_type.value, dimension=spec.model.dimension,
-        max_sequence_length=spec.model.max_sequence_length, index_params=spec.index.params,
-        database=spec.milvus.database, backend=spec.model.backend, quantize=spec.model.quantize,
+        replicas=spec.serving.replicas, metric_type=built.index.metric_type.value,
+        index_type=built.index.index_type.value, dimension=model.dimension,
+        max_sequence_length=model.max_sequence_length, index_params=built.index.params,
+        database=spec.milvus.database, backend=model.backend, quantize=model.quantize,
     )

@@ -2,13 +2,17 @@
 <kind>_types.go each) over the schema machinery in schema.py."""
 
 from tributary_operator.api.v1alpha1.embeddingindex_types import (  # noqa: F401
+    CollectionSpec,
     EmbeddingIndex,
     EmbeddingIndexSpec,
     EmbeddingIndexStatus,
+    IndexLedger,
     IndexPhase,
     IndexType,
     MetricType,
     MilvusConnection,
+    ReembedProgress,
+    Reembedding,
     Retention,
     Serving,
     Validation,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from tributary_operator.api.v1alpha1.schema import (
     MilvusName,
     ObservedStatus,
     PrinterColumn,
+    RedisSecretRef,
     SecretRef,
     Text,
     Uri,
@@ -96,7 +98,7 @@ class Validation(ApiModel):
     )
 
     min_document_ratio: float = Field(
-        0.99,
+        shared.MIN_DOCUMENT_RATIO,
         ge=0,
         le=1,
         description="Smallest share of the active collection's documents the candidate must hold, "
@@ -107,7 +109,17 @@ class Validation(ApiModel):
         max_length=100,
         description="Queries run against both collections to measure recall.",
     )
-    top_k: int = Field(10, ge=1, le=1000, description="k of recall@k.")
+    top_k: int = Field(shared.TOP_K, ge=1, le=1000, description="k of recall@k.")
+    min_self_recall: float = Field(
+        shared.MIN_SELF_RECALL,
+        ge=0,
+        le=1,
+        description="Smallest share of sampled chunks of the candidate that, queried by their own "
+        "text, find their own document in the candidate's top-k.",
+    )
+    sample_size: int = Field(
+        shared.SAMPLE_SIZE, ge=1, le=1000, description="Chunks sampled for the self-retrieval gate."
+    )
     min_recall_at_k: float | None = Field(
         None,
         ge=0,
@@ -133,6 +145,28 @@ class Retention(ApiModel):
     )
 
 
+class IndexLedger(ApiModel):
+    """The version ledger of the index's collections, in Redis."""
+
+    redis_secret_ref: RedisSecretRef = Field(
+        description="Secret key holding the URL of the Redis that keeps the ledgers of the index's "
+        "collections: the same Redis its StreamPipelines use. A re-embedding needs it: the backfill "
+        "is fenced by the candidate's ledger, and the catch-up compares the two ledgers there."
+    )
+
+
+class Reembedding(ApiModel):
+    """How a candidate collection is built when the model, chunking or index changes."""
+
+    parallelism: int = Field(
+        shared.BACKFILL_SHARDS,
+        ge=1,
+        le=64,
+        description="Shards (pods) of the backfill Indexed Job that re-embeds the active collection "
+        "into the candidate.",
+    )
+
+
 class EmbeddingIndexSpec(ApiModel):
     """Desired state of an EmbeddingIndex: the served alias, the model, and how collections are
     built and swapped."""
@@ -151,6 +185,32 @@ class EmbeddingIndexSpec(ApiModel):
         Validation(), description="Gates a candidate collection passes before the swap."
     )
     retention: Retention = Field(Retention(), description="What happens to replaced collections.")
+    ledger: IndexLedger | None = Field(
+        None,
+        description="Shared version ledger (Redis) of the index's collections. Without it a change "
+        "of the model, chunking or index is not re-embedded: condition ReembedPending says so.",
+    )
+    reembedding: Reembedding = Field(
+        Reembedding(), description="How a candidate collection is backfilled."
+    )
+
+
+class CollectionSpec(ApiModel):
+    """What a collection was built with: the spec's model, chunking and index at the time."""
+
+    model: EmbeddingModel = Field(description="Embedding model of the collection's vectors.")
+    chunking: Chunking = Field(Chunking(), description="How its documents were chunked.")
+    index: VectorIndex = Field(VectorIndex(), description="Its vector index.")
+
+
+class ReembedProgress(ApiModel):
+    """Progress of the running re-embedding."""
+
+    documents_done: int | None = Field(None, ge=0, description="Documents the candidate holds so far.")
+    documents_total: int | None = Field(None, ge=0, description="Live documents of the active collection.")
+    backlog: int | None = Field(
+        None, ge=0, description="Documents the last catch-up pass found behind in the candidate."
+    )
 
 
 class IndexPhase(StrEnum):
@@ -192,6 +252,26 @@ class EmbeddingIndexStatus(ObservedStatus):
     )
 
 
+    active_spec: CollectionSpec | None = Field(
+        None, description="Model, chunking and index the active collection was built with."
+    )
+    candidate_spec_hash: str | None = Field(
+        None, max_length=64, description="activeSpecHash the candidate collection is built for."
+    )
+    previous_spec: CollectionSpec | None = Field(
+        None, description="Model, chunking and index of the previous collection."
+    )
+    previous_spec_hash: str | None = Field(
+        None, max_length=64, description="activeSpecHash of the previous collection: a spec reverted "
+        "to it rolls back to that collection without a backfill."
+    )
+    retiring: bool | None = Field(
+        None, description="The previous collection is being dropped: StreamPipelines stop writing to it first."
+    )
+    swapped_at: datetime | None = Field(None, description="When the alias last moved to another collection.")
+    progress: ReembedProgress | None = Field(None, description="Progress of the running re-embedding.")
+
+
 class EmbeddingIndex(CustomResource):
     """EmbeddingIndex manages a served Milvus alias, and re-embeds blue-green into a new collection
     when the model or chunking changes."""
@@ -207,6 +287,8 @@ class EmbeddingIndex(CustomResource):
             PrinterColumn("Alias", ".spec.alias", "string", "Served Milvus alias."),
             PrinterColumn("Active", ".status.activeCollection", "string", "Collection served."),
             PrinterColumn("Candidate", ".status.candidateCollection", "string", "Collection built."),
+            PrinterColumn("Done", ".status.progress.documentsDone", "integer", "Documents re-embedded."),
+            PrinterColumn("Previous", ".status.previousCollection", "string", "Collection kept for rollback.", 1),
             PrinterColumn("Model", ".spec.model.name", "string", "Embedding model.", 1),
             AGE,
         ),

@@ -197,6 +197,21 @@ class StreamPipelineSpec(ApiModel):
     )
 
 
+class RoutingStatus(ApiModel):
+    """The routing record of the pipeline's index, as the operator last wrote it."""
+
+    targets: list[str] = Field(
+        default_factory=list, max_length=8,
+        description="Collections every event is written to, the active one first (a re-embedding "
+        "adds its candidate; after a swap the previous collection stays until it is retired).",
+    )
+    generation: int | None = Field(None, ge=0, description="Generation of the routing record.")
+    applied: bool | None = Field(
+        None, description="Every worker pod (Terminating ones included) reported this generation: "
+        "no batch routed by an older record is in flight.",
+    )
+
+
 class StreamPhase(StrEnum):
     PENDING = "Pending"
     IDLE = "Idle"
@@ -233,6 +248,9 @@ class StreamPipelineStatus(ObservedStatus):
         None, ge=0, description="lag + pending: what the replicas are scaled on; unset when unknown."
     )
     last_scale_time: datetime | None = Field(None, description="When the replica count last changed.")
+    routing: RoutingStatus | None = Field(
+        None, description="The routing record the workers write by, and whether every worker applied it."
+    )
 
 
 class StreamPipeline(CustomResource):

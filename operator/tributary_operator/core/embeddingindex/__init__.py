@@ -2,6 +2,7 @@
 (manifests), and what to do about it (policy)."""
 
 from tributary_operator.core.embeddingindex.manifests import (
+    COMPONENT,
     LABEL_INDEX,
     build_provision_job,
     provision_job_name,
@@ -28,7 +29,7 @@ from tributary_operator.core.embeddingindex.naming import (
 from tributary_operator.core.embeddingindex.policy import Action, IndexPlan, ProvisionView, plan
 
 __all__ = [
-    "DIMENSION_PROPERTY", "ESSENCE_FIELDS", "IN_PLACE_FIELDS", "LABEL_INDEX", "MODEL_PROPERTY", "PLACE_FIELDS",
+    "COMPONENT", "DIMENSION_PROPERTY", "ESSENCE_FIELDS", "IN_PLACE_FIELDS", "LABEL_INDEX", "MODEL_PROPERTY", "PLACE_FIELDS",
     "Action", "AdoptAction", "Adoption", "ChangeKind", "ExistingAlias", "IndexPlan", "ProvisionView", "SpecChange",
     "adoption", "build_provision_job", "classify_change", "collection_name", "essence", "essence_hash", "model_id",
     "plan", "provision_job_name", "spec_hash",

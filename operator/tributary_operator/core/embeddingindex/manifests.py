@@ -15,7 +15,7 @@ from tributary_workers.contract import defaults as shared
 from tributary_workers.contract import env as ENV
 from tributary_workers.contract.exits import EXIT_PERMANENT
 
-from tributary_operator.api.v1alpha1 import EmbeddingIndex, EmbeddingIndexSpec
+from tributary_operator.api.v1alpha1 import EmbeddingIndex, EmbeddingIndexSpec, EmbeddingModel
 from tributary_operator.core.embeddingindex.naming import collection_name, essence_hash
 from tributary_operator.core.pods import OperatorDefaults
 from tributary_operator.core.pods import RESTRICTED_POD, TERMINATION_LOG, container_security, env_var, secret_env_var
@@ -41,24 +41,31 @@ def provision_job_name(ei: EmbeddingIndex) -> str:
     return f"{ei.metadata['name'][:MAX_JOB_NAME - len(suffix)]}{suffix}"
 
 
-def provision_env(spec: EmbeddingIndexSpec) -> list[dict[str, Any]]:
+def model_env(model: EmbeddingModel) -> list[dict[str, Any]]:
+    """The model settings a worker reads (the default model, backend and quantization left out)."""
+    env = []
+    if model.name != shared.DEFAULT_MODEL_ID:
+        env.append(env_var(ENV.MODEL, model.name))
+    if model.dimension is not None:
+        env.append(env_var(ENV.DIMENSION, model.dimension))
+    if model.quantize is not None:  # the recorded model id includes it (contract.encoder)
+        env.append(env_var(ENV.QUANTIZE, model.quantize))
+    if model.backend is not None:
+        env.append(env_var(ENV.BACKEND, model.backend))
+    if model.max_sequence_length is not None:
+        env.append(env_var(ENV.MAX_SEQUENCE_LENGTH, model.max_sequence_length))
+    return env
+
+
+def milvus_env(spec: EmbeddingIndexSpec) -> list[dict[str, Any]]:
+    """Where Milvus is, with the token by Secret reference, and the index a collection is built with."""
     env = [
-        env_var(ENV.ALIAS, spec.alias),
-        env_var(ENV.COLLECTION, collection_name(spec)),
         env_var(ENV.MILVUS_URI, spec.milvus.uri),
         env_var(ENV.METRIC_TYPE, spec.index.metric_type.value),
         env_var(ENV.INDEX_TYPE, spec.index.index_type.value),
         env_var(ENV.REPLICAS, spec.serving.replicas),
         env_var(ENV.REPORT_FILE, TERMINATION_LOG),
     ]
-    if spec.model.name != shared.DEFAULT_MODEL_ID:
-        env.append(env_var(ENV.MODEL, spec.model.name))
-    if spec.model.dimension is not None:
-        env.append(env_var(ENV.DIMENSION, spec.model.dimension))
-    if spec.model.quantize is not None:  # the recorded model id includes it (contract.encoder)
-        env.append(env_var(ENV.QUANTIZE, spec.model.quantize))
-    if spec.model.backend is not None:
-        env.append(env_var(ENV.BACKEND, spec.model.backend))
     if spec.index.params:
         env.append(env_var(ENV.INDEX_PARAMS, json.dumps(spec.index.params, sort_keys=True)))
     if spec.milvus.database:
@@ -68,40 +75,53 @@ def provision_env(spec: EmbeddingIndexSpec) -> list[dict[str, Any]]:
     return env
 
 
-def build_provision_job(ei: EmbeddingIndex, defaults: OperatorDefaults) -> dict[str, Any]:
-    name = provision_job_name(ei)
-    labels = {LABEL_INDEX: ei.metadata["name"], LABEL_COMPONENT: COMPONENT}
+def provision_env(spec: EmbeddingIndexSpec) -> list[dict[str, Any]]:
+    return [env_var(ENV.ALIAS, spec.alias), env_var(ENV.COLLECTION, collection_name(spec)),
+            *milvus_env(spec), *model_env(spec.model)]
+
+
+def admin_job(ei: EmbeddingIndex, name: str, component: str, args: list[str], env: list[dict[str, Any]],
+              defaults: OperatorDefaults, completions: int = 1) -> dict[str, Any]:
+    """A Job running `tributary-index-admin <args>` for the index; Indexed with several completions."""
+    labels = {LABEL_INDEX: ei.metadata["name"], LABEL_COMPONENT: component}
     container = {
         "name": "admin",
         "image": defaults.worker_image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "command": ["tributary-index-admin", "provision"],
-        "env": provision_env(ei.spec),
+        "command": ["tributary-index-admin", *args],
+        "env": env,
         "securityContext": container_security(),
         "terminationMessagePath": TERMINATION_LOG,
         # Milvus unreachable writes no report but one line on stderr: that line becomes the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    spec: dict[str, Any] = {
+        "backoffLimit": BACKOFF_LIMIT,
+        # A conflict or a bad setting: no retry fixes it, so the Job fails at once.
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "admin", "operator": "In",
+                                                  "values": [EXIT_PERMANENT]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": dict(RESTRICTED_POD),
+                "serviceAccountName": defaults.service_account,
+                "containers": [container],
+            },
+        },
+    }
+    if completions > 1:
+        spec.update(completionMode="Indexed", completions=completions, parallelism=completions)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": ei.metadata["namespace"], "labels": labels},
-        "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
-            # A conflict or a bad setting: no retry fixes it, so the Job fails at once.
-            "podFailurePolicy": {"rules": [
-                {"action": "FailJob", "onExitCodes": {"containerName": "admin", "operator": "In",
-                                                      "values": [EXIT_PERMANENT]}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            ]},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": dict(RESTRICTED_POD),
-                    "serviceAccountName": defaults.service_account,
-                    "containers": [container],
-                },
-            },
-        },
+        "spec": spec,
     }
+
+
+def build_provision_job(ei: EmbeddingIndex, defaults: OperatorDefaults) -> dict[str, Any]:
+    return admin_job(ei, provision_job_name(ei), COMPONENT, ["provision"], provision_env(ei.spec), defaults)

@@ -5,8 +5,7 @@ the status to write. Pure; the controller observes and applies.
   contract.adoption.Adoption) becomes activeCollection and Ready, or phase Failed with what differs.
 - Milvus unreachable: Ready=False, reason MilvusUnavailable, the Job's last error in one line; the
   Job controller retries with back-off, and a spent Job is replaced.
-- Active, and the spec's essence or place changed: the alias keeps serving the active collection;
-  condition ReembedPending says so (the blue-green re-embedding is the next step of the design).
+- Once there is an active collection, the blue-green lifecycle (lifecycle.py) takes over.
 """
 
 from __future__ import annotations
@@ -88,23 +87,6 @@ def plan(ei: EmbeddingIndex, job: ProvisionView | None) -> IndexPlan:
     name = provision_job_name(ei)
     wanted = spec_hash(spec)
     cleanup = Action.DELETE_JOB if job is not None and (job.succeeded or job.failed) else Action.NONE
-
-    if status.active_collection:
-        ready = ConditionSpec("Ready", True, "Ready", f"alias {spec.alias} serves collection {status.active_collection}")
-        previous = next((c for c in status.conditions if c.type == "Ready" and c.status == "True"), None)
-        if previous is not None:  # keep how it became ready (Provisioned, Adopted)
-            ready = ConditionSpec("Ready", True, previous.reason, previous.message)
-        if status.active_spec_hash in (None, wanted):
-            pending = ConditionSpec("ReembedPending", False, "UpToDate",
-                                    f"collection {status.active_collection} matches the spec")
-        else:
-            pending = ConditionSpec(
-                "ReembedPending", True, "SpecChanged",
-                f"the spec's model, chunking, index, alias or Milvus changed (it would be collection "
-                f"{collection_name(spec)}); alias {spec.alias} keeps serving {status.active_collection} "
-                f"until a blue-green re-embedding replaces it")
-        fields = {"phase": IndexPhase.READY.value}
-        return IndexPlan(cleanup, name, fields, (ready, pending))
 
     def waiting(reason: str, message: str, action: Action = Action.NONE) -> IndexPlan:
         return IndexPlan(action, name, {"phase": IndexPhase.PENDING.value},

@@ -15,7 +15,8 @@ from tributary_workers.contract import defaults as shared
 from tributary_workers.contract import env as ENV
 from tributary_workers.contract.keys import dead_letter_key
 
-from tributary_operator.api.v1alpha1 import EmbeddingIndex, StreamPipeline, StreamPipelineSpec
+from tributary_operator.api.v1alpha1 import EmbeddingIndex, EmbeddingModel, StreamPipeline, StreamPipelineSpec
+from tributary_operator.api.v1alpha1.schema import BUNDLED_MODELS
 from tributary_operator.core.pods import (
     RESTRICTED_POD,
     OperatorDefaults,
@@ -25,7 +26,7 @@ from tributary_operator.core.pods import (
     service_account_name,
     worker_container_basics,
 )
-from tributary_operator.core.targets import ResolvedTarget
+from tributary_operator.core.targets import ResolvedTarget, active_spec
 
 LABEL_PIPELINE = "tributary.dev/streampipeline"
 COMPONENT = "stream-worker"
@@ -59,15 +60,21 @@ def routing_index(index: EmbeddingIndex) -> str:
     return index.spec.alias
 
 
+def _target(collection: str, model: EmbeddingModel) -> dict[str, Any]:
+    return {"collection": collection, "model": None if model.name in BUNDLED_MODELS else model.name}
+
+
 def routing_targets(index: EmbeddingIndex) -> list[dict[str, Any]]:
-    """The collections every streamed event is written to: the active one (the candidate joins it
-    during a blue-green re-embedding)."""
-    model = index.spec.model.name
-    targets = [{"collection": index.status.active_collection,
-                "model": None if model == shared.DEFAULT_MODEL_ID else model}]
-    candidate = index.status.candidate_collection
-    if candidate and candidate != index.status.active_collection:
-        targets.append({"collection": candidate, "model": targets[0]["model"]})
+    """The collections every streamed event is written to, each with its own model: the active one
+    first; during a blue-green re-embedding the candidate; after a swap the previous collection
+    (for a rollback that loses no update) until it is being retired."""
+    status = index.status
+    targets = [_target(status.active_collection, active_spec(index).model)]
+    if status.candidate_collection and status.candidate_collection != status.active_collection:
+        targets.append(_target(status.candidate_collection, index.spec.model))
+    previous = status.previous_collection
+    if previous and not status.retiring and previous not in (t["collection"] for t in targets):
+        targets.append(_target(previous, (status.previous_spec or active_spec(index)).model))
     return targets
 
 
