@@ -16,7 +16,7 @@ from tributary_workers.contract.routing import clear_routing, repairs, write_rou
 from tributary_workers.documents import Document
 from tributary_workers.ledger import SQLiteLedger
 from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
-from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig, default_model_path
+from tributary_workers.pipeline.embedder import DEFAULT_MODEL_ID, Embedder, EmbedderConfig, default_model_path
 from tributary_workers.pipeline.indexer import DocumentIndexer, Status
 from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig, open_client
 from tributary_workers.streaming.config import StreamConfig
@@ -187,6 +187,28 @@ def test_only_a_secondary_target_with_create_is_created_by_a_write(
     assert sorted(h.result for h in handled) == ["written", "written"] and not stream.dead_letters()
     assert set(rows(milvus_server.uri, collection_name)) == {"first", "second"}
     assert repairs(stream.client, collection_name, rollback) == {"first": 1, "second": 1}
+
+
+def test_a_target_dimension_is_checked_at_warm_up(redis_server, milvus_server, collection_name, stream, caplog):
+    """The bundled model makes 384-dimension vectors: an active target expecting 768 holds the
+    batch; a candidate expecting 768 fails alone (its repair set), the active takes the event."""
+    candidate = f"{collection_name}_v2"
+    caplog.set_level(logging.WARNING, logger="tributary.stream")
+    with Producer(redis_server.url, collection_name) as producer, \
+            running_worker(config(redis_server, milvus_server, collection_name)) as (worker, handled):
+        write_routing(stream.client, collection_name, [{"collection": collection_name, "dimension": 768}])
+        producer.publish(upsert("doc", 1))
+        refused = f"routing target {collection_name}: model {DEFAULT_MODEL_ID} produces 384-dimension vectors, not 768"
+        wait_for(lambda: refused in caplog.text, timeout=60, message="the active target's dimension was not checked")
+        assert handled == [] and stream.own_pending("routing") == 1
+        write_routing(stream.client, collection_name, [
+            {"collection": collection_name, "dimension": 384},
+            {"collection": candidate, "dimension": 768, "create": True}])
+        wait_for(lambda: drained(stream), timeout=120, message="the held event was not written once fixed")
+    assert [h.result for h in handled] == ["written"]
+    assert set(rows(milvus_server.uri, collection_name)) == {"doc"}
+    assert repairs(stream.client, collection_name, candidate) == {"doc": 1}
+    assert not has_collection(milvus_server.uri, candidate), "a target that cannot warm up creates nothing"
 
 
 def test_a_version_rewritten_with_another_chunking_keeps_only_the_new_chunks(tmp_path, milvus_server,
