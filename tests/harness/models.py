@@ -2,8 +2,9 @@
 
     derived_model(folder)  a sentence-transformers folder: the bundled all-MiniLM-L6-v2 followed by
                            a fixed Dense 384->256 projection (the first 256 output dimensions) and
-                           normalisation. Another model id (the folder's), another dimension, vectors
-                           that still retrieve like the original's.
+                           normalisation. Another model id (the folder's name and a digest of
+                           its files), another dimension, vectors that still retrieve like the
+                           original's.
 """
 
 from __future__ import annotations

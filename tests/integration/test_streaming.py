@@ -399,10 +399,12 @@ def test_a_secondary_per_document_failure_is_acknowledged_and_recorded_for_repai
 
     monkeypatch.setattr(stream_module.WriteTarget, "apply", apply)
     stream = stream_of(redis_server, collection_name)
-    write_routing(stream.client, collection_name, [{"collection": collection_name}, {"collection": candidate}])
     cfg = config(redis_server, milvus_server, collection_name)
     events = [upsert("good", 1), upsert("bad", 2)]
+    # Started without a record: the configured (active) collection is created; the candidate by its write.
     with Producer(redis_server.url, collection_name) as producer, running_worker(cfg) as (worker, handled):
+        write_routing(stream.client, collection_name,
+                      [{"collection": collection_name}, {"collection": candidate, "create": True}])
         producer.publish_many(events)
         wait_for(lambda: drained(stream), timeout=120)
     clear_routing(stream.client, collection_name)
@@ -485,7 +487,8 @@ def test_routing_record_writes_every_event_to_every_target(redis_server, milvus_
     after = [upsert("r2", 5), upsert("solo", 1)]
     with Producer(redis_server.url, collection_name) as producer, running_worker(cfg) as (worker, handled):
         record = write_routing(stream.client, collection_name, [
-            {"collection": collection_name, "model": None}, {"collection": candidate, "model": DEFAULT_MODEL_ID}])
+            {"collection": collection_name, "model": None},
+            {"collection": candidate, "model": DEFAULT_MODEL_ID, "create": True}])
         producer.publish_many(both)
         wait_for(lambda: drained(stream), timeout=120)
         wait_for(lambda: applied_generations(stream.client, collection_name).get("router") == record.generation,

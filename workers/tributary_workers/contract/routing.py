@@ -7,9 +7,19 @@ candidate collection, each embedded with its own model, by writing one small Red
                                              {"collection": "handbook_v2", "model": "/models/e5-small"}],
                                  "generation": 7}
 
-- ``collection``  a Milvus collection (or alias); the worker creates it when missing;
+- ``collection``  a Milvus collection, never an alias (a worker refuses an alias target: after a
+                  swap it would write one model's vectors into another's collection);
 - ``model``       what ``--model`` accepts: a local sentence-transformers path, or null (or the
                   default model's name) for the bundled all-MiniLM-L6-v2;
+- optional, each absent (or null) meaning the worker's configured setting:
+  ``max_tokens``, ``overlap_tokens`` (chunking), ``backend`` (torch|onnx), ``quantize``
+  (none|int8), ``dimension`` (the vector length expected of the model, checked at warm-up);
+- ``create``      (default false) whether a write may create the collection when it is missing:
+                  set on the candidate of a re-embedding only. The active (first) target is never
+                  created (a missing one holds consumption, like an invalid record), nor a
+                  previous collection kept for rollback. Records written before this field
+                  existed parse as create false: their candidate must exist already (the backfill
+                  creates it) or its writes go to the repair set.
 - ``generation``  increases with every change: ``write_routing`` takes it from the counter
                   ``tributary:routing:{index}:generation`` (INCR), which is never deleted, so
                   ``clear_routing`` does not make generations start again at 1.
@@ -37,7 +47,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -46,6 +56,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from tributary_workers.contract.keys import applied_key, generation_key, repair_key, routing_key
@@ -59,10 +70,27 @@ class RoutingError(ValueError):
 
 
 class Target(BaseModel):
+    """One collection of the record and how its vectors are made; settings left None are the
+    worker's own (its flags and environment)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     collection: MilvusName
     model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    overlap_tokens: int | None = Field(None, ge=0)
+    backend: Literal["torch", "onnx"] | None = None  # contract.defaults.BACKENDS
+    quantize: Literal["none", "int8"] | None = None  # contract.defaults.QUANTIZATIONS
+    dimension: int | None = Field(None, ge=1)
+    create: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Target:
+        if self.max_tokens is not None and self.overlap_tokens is not None and self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be less than max_tokens")
+        if self.quantize == "int8" and self.backend == "torch":
+            raise ValueError("quantize int8 needs backend onnx")
+        return self
 
 
 class RoutingRecord(BaseModel):
@@ -116,7 +144,9 @@ def write_routing(client, index: str, targets: list[dict[str, Any] | Target],
         number = stored + 1 if generation is None else generation
         record = RoutingRecord(targets=targets, generation=number)
         pipe.multi()
-        pipe.set(key, record.model_dump_json())
+        # Unset settings are left out: a record without the newer fields reads as before, so
+        # workers that predate them (extra="forbid") keep parsing it.
+        pipe.set(key, record.model_dump_json(exclude_defaults=True))
         pipe.set(counter, max(stored, number))
         written[:] = [record]
 

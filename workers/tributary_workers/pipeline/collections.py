@@ -13,22 +13,18 @@ from dataclasses import replace
 from typing import Any
 
 from tributary_workers.contract.adoption import AdoptAction, Adoption, ExistingAlias, adoption
-from tributary_workers.pipeline.writer import MilvusUnavailableError, MilvusWriter, WriterConfig, open_client
-
-
-def _missing(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "not found" in text or "does not exist" in text or "not exist" in text
+from tributary_workers.pipeline.writer import (
+    MilvusUnavailableError,
+    MilvusWriter,
+    WriterConfig,
+    aliased_collection,
+    open_client,
+)
 
 
 def existing_alias(client: Any, alias: str) -> ExistingAlias:
     """What the alias points at, with that collection's recorded properties and vector dimension."""
-    try:
-        collection = client.describe_alias(alias).get("collection_name")
-    except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException for a missing alias
-        if _missing(exc):
-            return ExistingAlias(None)
-        raise MilvusUnavailableError(f"cannot describe alias {alias}: {' '.join(str(exc).split())}") from exc
+    collection = aliased_collection(client, alias)
     if not collection:
         return ExistingAlias(None)
     info = client.describe_collection(collection)

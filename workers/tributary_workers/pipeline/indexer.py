@@ -6,6 +6,7 @@ Both workers use this: the batch worker feeds it documents from a source, the st
     prepare(doc)        ledger decision + chunking; cheap, thread-safe
     embed(prepared)     one batched model call for all chunks of many documents
     write(embedded)     upsert rows, commit each document in the ledger, remove superseded rows
+                        (older versions, and this version's rows past its last chunk)
 
 See ledger.py for why this order keeps every document at its newest version.
 """
@@ -130,6 +131,9 @@ class DocumentIndexer:
             decision = self.ledger.commit(d.doc_id, d.version, doc.content_hash, self.writer_id, len(doc.chunks))
             if decision.outcome in (Outcome.COMMITTED, Outcome.ALREADY):
                 cleanup.append(MilvusWriter.older_than(d.doc_id, d.version))
+                # Another chunking of this very version (a crash between its upsert and commit, then
+                # a restart with other settings) may have left rows past our last chunk.
+                cleanup.append(MilvusWriter.beyond_chunks(d.doc_id, d.version, len(doc.chunks)))
                 results.append(DocResult(d.doc_id, d.version, Status.SUCCEEDED, len(doc.chunks)))
             else:
                 # A newer version won while we embedded: our rows must go, unless ours are live.

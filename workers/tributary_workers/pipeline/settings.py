@@ -34,10 +34,9 @@ class PipelineSettings:
     db_name: str | None = None
     replicas: int = defaults.REPLICAS
 
-    def embedder_config(self, batch_size: int, model: str | None = None, other_model: bool = False) -> EmbedderConfig:
-        """The embedder of this config's model, or of another one (a routing target's: its own dimension)."""
-        return EmbedderConfig(model=self.model if not other_model else model, batch_size=batch_size,
-                              device=self.device, dimension=None if other_model else self.dimension,
+    def embedder_config(self, batch_size: int) -> EmbedderConfig:
+        """The embedder of this config's model (a routing target replaces the model's settings)."""
+        return EmbedderConfig(model=self.model, batch_size=batch_size, device=self.device, dimension=self.dimension,
                               max_seq_length=self.max_seq_length, backend=self.backend, quantize=self.quantize)
 
     def writer_config(self, uri: str, collection: str, embedder, **extra: Any) -> WriterConfig:

@@ -48,6 +48,10 @@ class CollectionNotFoundError(LookupError):
     """A reader asked for a collection that does not exist."""
 
 
+class AliasTargetError(PermanentError, ValueError):
+    """A writer refusing aliases was given one: after a swap it would write into another model's collection."""
+
+
 class CollectionNotEmptyError(PermanentError, RuntimeError):
     """Bulk-load mode asked for on a collection that already holds data."""
 
@@ -69,6 +73,7 @@ class WriterConfig:
     # writer in bulk-load mode is still refused once it holds data.
     bulk_load_run: str = ""
     create_if_missing: bool = True  # False for readers: a missing collection is an error
+    refuse_alias: bool = False  # the name must be a collection's own, not an alias (routing targets)
     max_rows_per_request: int = MAX_ROWS_PER_REQUEST
     max_bytes_per_request: int = MAX_BYTES_PER_REQUEST
     timeout_s: float = 30.0
@@ -105,6 +110,27 @@ def open_client(uri: str, token: str | None = None, db_name: str | None = None, 
         raise MilvusUnavailableError(f"cannot connect to Milvus at {uri}: {exc}") from exc
 
 
+def _missing(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "not found" in text or "does not exist" in text or "not exist" in text
+
+
+def aliased_collection(client: Any, name: str) -> str | None:
+    """The collection ``name`` is an alias of; None when no alias has that name."""
+    try:
+        if name in client.list_collections():  # a collection's own name is never an alias too
+            return None
+    except Exception as exc:
+        raise MilvusUnavailableError(f"cannot list collections: {' '.join(str(exc).split())}") from exc
+    try:
+        collection = client.describe_alias(name).get("collection_name")
+    except Exception as exc:  # pymilvus raises MilvusException for a missing alias
+        if _missing(exc):
+            return None
+        raise MilvusUnavailableError(f"cannot describe alias {name}: {' '.join(str(exc).split())}") from exc
+    return collection or None
+
+
 def bounded_requests(rows: Sequence[dict], max_rows: int, max_bytes: int) -> Iterator[list[dict]]:
     """Split rows into requests of at most max_rows rows and about max_bytes bytes each."""
     batch: list[dict] = []
@@ -134,6 +160,9 @@ class MilvusWriter:
             exists = self.client.has_collection(cfg.collection)
         except Exception as exc:
             raise MilvusUnavailableError(f"cannot reach Milvus at {cfg.uri}: {exc}") from exc
+        if cfg.refuse_alias and (points_at := aliased_collection(self.client, cfg.collection)):
+            raise AliasTargetError(f"{cfg.collection} is an alias (of collection {points_at}), not a collection; "
+                                   "name the collection itself")
         if exists:
             self._check_compatible()
             if not cfg.bulk_load:
@@ -147,7 +176,7 @@ class MilvusWriter:
         elif cfg.create_if_missing:
             self._create()
         else:
-            raise CollectionNotFoundError(f"index {cfg.collection!r} does not exist in Milvus at {cfg.uri}")
+            raise CollectionNotFoundError(f"collection {cfg.collection} does not exist")
 
     def _properties(self) -> dict[str, str]:
         """What the collection records about itself (collection properties; every Milvus keeps them)."""
@@ -294,6 +323,12 @@ class MilvusWriter:
     @staticmethod
     def older_than(doc_id: str, version: int) -> str:
         return f"doc_id == {milvus_literal(doc_id)} and version < {int(version)}"
+
+    @staticmethod
+    def beyond_chunks(doc_id: str, version: int, chunk_count: int) -> str:
+        """Rows of this version past its chunk count: left by another chunking of the same version."""
+        return (f"doc_id == {milvus_literal(doc_id)} and version == {int(version)} "
+                f"and chunk_index >= {int(chunk_count)}")
 
     @staticmethod
     def at_version(doc_id: str, version: int) -> str:

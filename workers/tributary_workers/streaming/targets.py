@@ -1,28 +1,32 @@
 """What a streaming worker writes to: the documents events carry, and the write targets of a batch.
 
-A target is one {collection, model} of the routing record, with its own embedder, chunker, writer
-and version-ledger namespace; an upsert event's document is its content parsed in place, or its
-uri read through the batch sources.
+A target is one entry of the routing record (collection, model and its optional settings), with
+its own embedder, chunker, writer and version-ledger namespace; an upsert event's document is its
+content parsed in place, or its uri read through the batch sources.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tributary_workers.contract.routing import RoutingError, Target
 from tributary_workers.documents import (
     Document,
     DocumentError,
     DocumentRef,
     RawDocument,
 )
+from tributary_workers.errors import PermanentError, one_line
 from tributary_workers.ledger import open_ledger
+from tributary_workers.pipeline.chunker import ChunkerConfig
 from tributary_workers.pipeline.indexer import DocResult, DocumentIndexer
 from tributary_workers.pipeline.parsers import Parser
+from tributary_workers.pipeline.settings import PipelineSettings
 from tributary_workers.pipeline.sources import SourceError, open_source
-from tributary_workers.pipeline.writer import MilvusWriter
+from tributary_workers.pipeline.writer import AliasTargetError, CollectionNotFoundError, MilvusWriter
 from tributary_workers.streaming.events import Event
 
 if TYPE_CHECKING:
@@ -73,28 +77,89 @@ class EventDocuments:
 # --- write targets ------------------------------------------------------------------------------
 
 
-class WriteTarget:
-    """One {collection, model}: its own embedder, chunker, writer and ledger namespace."""
+class TargetRefused(RoutingError):
+    """A routing target no write may go to (an alias, a missing active collection, settings the
+    model cannot honour): like an invalid record, the worker holds its batches until it is fixed."""
 
-    def __init__(self, collection: str, model: str | None, worker: StreamWorker):
-        self.collection = collection
-        self.model = model
+
+@dataclass(frozen=True)
+class StageSettings:
+    """How a target's documents become vectors: its own settings, else the worker's."""
+
+    model: str | None
+    backend: str
+    quantize: str
+    dimension: int | None
+    chunking: ChunkerConfig
+
+
+def stage_settings(target: Target | None, cfg: PipelineSettings) -> StageSettings:
+    """A target's settings over the worker's configured ones. The configured dimension is expected
+    of the configured model only; an int8 target without a backend runs onnx (int8 needs it), a
+    torch one without a quantization runs full precision."""
+    if target is None:
+        return StageSettings(cfg.model, cfg.backend, cfg.quantize, cfg.dimension, cfg.chunking)
+    backend = target.backend or ("onnx" if target.quantize == "int8" else cfg.backend)
+    quantize = target.quantize or ("none" if backend == "torch" else cfg.quantize)
+    dimension = target.dimension
+    if dimension is None and target.model == cfg.model:
+        dimension = cfg.dimension
+    chunking = ChunkerConfig(
+        max_tokens=target.max_tokens if target.max_tokens is not None else cfg.chunking.max_tokens,
+        overlap_tokens=target.overlap_tokens if target.overlap_tokens is not None else cfg.chunking.overlap_tokens)
+    return StageSettings(target.model, backend, quantize, dimension, chunking)
+
+
+class WriteTarget:
+    """One target: its own embedder, chunker, writer and ledger namespace.
+
+    ``routed``: from a routing record (else the worker's configured collection, created when
+    missing as always). A routed target is refused when its name is an alias, and its collection
+    is created only when it is a secondary with ``create`` (the candidate); ``active`` is set by
+    the worker from the target's position at every batch."""
+
+    def __init__(self, spec: Target, worker: StreamWorker, routed: bool = True):
+        self.spec = spec
+        self.collection = spec.collection
+        self.model = spec.model
+        self.routed = routed
+        self.active = True
+        self.settings = stage_settings(spec if routed else None, worker.config)
         self.worker = worker
         self.indexer: DocumentIndexer | None = None
 
     @property
     def ready(self) -> bool:
-        """Warmed up: embedder loaded, collection reachable (created when missing)."""
+        """Warmed up: embedder loaded, collection reachable (created when allowed and missing)."""
         return self.indexer is not None
+
+    @property
+    def may_create(self) -> bool:
+        return not self.routed or (self.spec.create and not self.active)
 
     def warm_up(self) -> None:
         if self.indexer is not None:
             return
         cfg = self.worker.config
-        embedder, chunker = self.worker.model_stages(self.model)
-        writer = MilvusWriter(cfg.writer_config(cfg.milvus_uri, self.collection, embedder))
         try:
-            writer.warm_up()  # creates the collection when it does not exist
+            embedder, chunker = self.worker.stages(self.settings)
+        except PermanentError as exc:  # the record's settings: the active holds, a secondary fails alone
+            if self.routed and self.active:
+                raise TargetRefused(f"routing target {self.collection}: {one_line(exc)}") from None
+            raise
+        writer = MilvusWriter(cfg.writer_config(cfg.milvus_uri, self.collection, embedder,
+                                                create_if_missing=self.may_create, refuse_alias=self.routed))
+        try:
+            writer.warm_up()
+        except AliasTargetError as exc:
+            writer.close()
+            raise TargetRefused(f"routing target {exc}") from None
+        except CollectionNotFoundError as exc:
+            writer.close()
+            if self.active:
+                raise TargetRefused(f"routing target {self.collection}: {exc} (the active collection is never "
+                                    "created by a write)") from None
+            raise CollectionNotFoundError(f"{exc} (a write creates only a target with create: true)") from None
         except BaseException:
             writer.close()
             raise

@@ -10,7 +10,8 @@ One loop, one batch at a time:
     -> collapse: several events of one document keep only the highest version (ties: the first)
     -> resolve documents: ``content`` parsed in place, ``uri`` read through the batch sources
        (a document that cannot be read or parsed is dead-lettered with the reason)
-    -> read the routing record (routing.py): the targets {collection, model} of this batch
+    -> read the routing record (routing.py): the targets of this batch, each warmed up (a target
+       refused, e.g. an alias or a missing active collection, holds the batch like an invalid record)
     -> for each target: DocumentIndexer.index(upserts) (one batched model call) and .delete(...)
        through the version ledger, exactly as batch writes
     -> per document, the first (active) target decides (outcomes.py): its failure is
@@ -50,12 +51,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
 from tributary_workers.contract.routing import (
     RoutingError,
     RoutingRecord,
+    Target,
     read_routing,
     record_repairs,
 )
@@ -106,7 +109,7 @@ from tributary_workers.streaming.outcomes import (
     classify,
     repairs_by_collection,
 )
-from tributary_workers.streaming.targets import EventDocuments, WriteTarget
+from tributary_workers.streaming.targets import EventDocuments, StageSettings, WriteTarget, stage_settings
 from tributary_workers.streaming.warmup import Retrier, StoppedDuringWarmUp, WarmUpTimeout, redacted
 
 __all__ = ["StoppedDuringWarmUp", "StreamWorker", "WarmUpTimeout"]
@@ -136,8 +139,8 @@ class StreamWorker:
         self.parser = Parser(config.parser)
         self.documents = EventDocuments(self.parser)
         self.stream: RedisStream | None = None
-        self.targets: dict[tuple[str, str], WriteTarget] = {}
-        self._models: dict[str, tuple[Embedder, Chunker]] = {}
+        self.targets: dict[tuple[Target, bool, str], WriteTarget] = {}
+        self._stages: dict[tuple, tuple[Embedder, Chunker]] = {}
         self._stop = threading.Event()
         self._deadline: float | None = None
         self.generations = Generations()
@@ -162,11 +165,11 @@ class StreamWorker:
         redis_at = f"Redis at {redacted(cfg.redis_url)}"
         until_ready(redis_at, lambda: (self.stream.client.ping(), self.stream.ensure_group()))
         self.parser.warm_up()
-        self.model_stages(cfg.model)
+        self.stages(stage_settings(None, cfg))
         record = until_ready(redis_at, self._routing_at_warm_up)
         if record is None:
             # The configured collection: unreachable Milvus is retried; another dimension is fatal.
-            target = self._target(cfg.collection, cfg.model)
+            (target,) = self._targets(None)
             until_ready(f"Milvus at {redacted(cfg.milvus_uri)}", target.warm_up)
             return
         self.generations.warm(self._targets(record))
@@ -178,35 +181,55 @@ class StreamWorker:
             log.error("%s; not consuming until it is fixed", exc)
             return None
 
-    def model_stages(self, model: str | None) -> tuple[Embedder, Chunker]:
-        """One embedder and chunker per model (the model itself is loaded once per process)."""
-        path, _ = resolve_model(model)
-        key = str(path)
-        if key not in self._models:
+    def stages(self, settings: StageSettings) -> tuple[Embedder, Chunker]:
+        """One embedder and chunker per model and settings (a model itself loads once per process)."""
+        path, _ = resolve_model(settings.model)
+        key = (str(path), settings.backend, settings.quantize, settings.dimension, settings.chunking)
+        if key not in self._stages:
             cfg = self.config
-            embedder = Embedder(cfg.embedder_config(cfg.embed_batch_size, model, other_model=model != cfg.model))
+            embedder = Embedder(replace(cfg.embedder_config(cfg.embed_batch_size), model=settings.model,
+                                        backend=settings.backend, quantize=settings.quantize,
+                                        dimension=settings.dimension))
             embedder.warm_up()
-            chunker = Chunker.for_model_path(embedder.model_path, cfg.chunking, embedder.max_seq_length)
-            self._models[key] = (embedder, chunker)
-        return self._models[key]
+            chunker = Chunker.for_model_path(embedder.model_path, settings.chunking, embedder.max_seq_length)
+            self._stages[key] = (embedder, chunker)
+        return self._stages[key]
 
-    def _target(self, collection: str, model: str | None) -> WriteTarget:
+    def _target(self, spec: Target, routed: bool) -> WriteTarget:
+        """Cached by the whole target (a changed setting is another target) and the model's path."""
         try:
-            key = (collection, str(resolve_model(model)[0]))
+            key = (spec, routed, str(resolve_model(spec.model)[0]))
         except ModelNotFoundError as exc:
-            raise RoutingError(f"routing target {collection!r}: {exc}") from None
+            raise RoutingError(f"routing target {spec.collection!r}: {exc}") from None
         if key not in self.targets:
-            self.targets[key] = WriteTarget(collection, model, self)
+            self.targets[key] = WriteTarget(spec, self, routed)
         return self.targets[key]
 
     def _targets(self, record: RoutingRecord | None) -> list[WriteTarget]:
         cfg = self.config
-        wanted = [(t.collection, t.model) for t in record.targets] if record else [(cfg.collection, cfg.model)]
-        targets = [self._target(collection, model) for collection, model in wanted]
+        if record is None:
+            # Not validated as a routing target: the configured name is the operator's or the CLI's.
+            targets = [self._target(Target.model_construct(collection=cfg.collection, model=cfg.model), False)]
+        else:
+            targets = [self._target(spec, True) for spec in record.targets]
+        for position, target in enumerate(targets):
+            target.active = position == 0
         for key in [k for k, t in self.targets.items() if t not in targets]:
             self.targets.pop(key).close()
         self.generations.routed_to(record.generation if record else 0, targets)
         return targets
+
+    def _refuse_unfit(self, targets: Sequence[WriteTarget]) -> None:
+        """Warm every target up; a refused one (TargetRefused) holds the batch like an invalid
+        record. Other warm-up errors are left to the write, which fails them again: retried for
+        the active, recorded for repair for a secondary."""
+        for target in targets:
+            try:
+                target.warm_up()
+            except RoutingError:
+                raise
+            except Exception:
+                pass
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -457,6 +480,7 @@ class StreamWorker:
         while True:
             try:
                 targets = self._targets(read_routing(self.stream.client, self.config.index))
+                self._refuse_unfit(targets)
                 break
             except RoutingError as exc:
                 if self._stop.is_set():
