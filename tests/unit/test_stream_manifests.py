@@ -132,13 +132,26 @@ def test_template_patch_carries_the_new_hash():
         manifests.TEMPLATE_HASH] != deployment()["metadata"]["annotations"][manifests.TEMPLATE_HASH]
 
 
-def test_routing_targets_active_then_candidate():
-    assert manifests.routing_targets(index()) == [{"collection": "handbook_1a2b3c4d", "model": None}]
-    both = index(status={"activeCollection": "handbook_1a2b3c4d", "candidateCollection": "handbook_99999999"},
-                 model={"name": "/models/e5", "dimension": 256})
-    assert [t["collection"] for t in manifests.routing_targets(both)] == ["handbook_1a2b3c4d", "handbook_99999999"]
+def test_routing_targets_each_carry_the_model_and_chunking_of_their_collection():
+    assert manifests.routing_targets(index()) == [
+        {"collection": "handbook_1a2b3c4d", "max_tokens": 128, "overlap_tokens": 16, "dimension": 384}]
+    old = {"model": {"name": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384},
+           "chunking": {"maxTokens": 64, "overlapTokens": 8}}
+    both = index(status={"activeCollection": "handbook_1a2b3c4d", "candidateCollection": "handbook_99999999",
+                         "activeSpec": old}, model={"name": "/models/e5", "dimension": 256})
+    active, candidate = manifests.routing_targets(both)
+    # the active keeps what it was built with while the spec already names the candidate's model
+    assert active == {"collection": "handbook_1a2b3c4d", "max_tokens": 64, "overlap_tokens": 8, "dimension": 384}
+    assert candidate == {"collection": "handbook_99999999", "model": "/models/e5", "max_tokens": 128,
+                         "overlap_tokens": 16, "dimension": 256, "create": True}  # only the candidate is created
     assert manifests.routing_index(both) == "handbook"
-
+    swapped = index(status={"activeCollection": "handbook_99999999", "previousCollection": "handbook_1a2b3c4d",
+                            "previousSpec": old}, model={"name": "/models/e5", "dimension": 256})
+    assert [(t["collection"], t.get("create")) for t in manifests.routing_targets(swapped)] == [
+        ("handbook_99999999", None), ("handbook_1a2b3c4d", None)]  # kept for a rollback that loses nothing
+    retiring = index(status={"activeCollection": "handbook_99999999", "previousCollection": "handbook_1a2b3c4d",
+                             "previousSpec": old, "retiring": True})
+    assert [t["collection"] for t in manifests.routing_targets(retiring)] == ["handbook_99999999"]
 
 def test_worker_settings_parse_as_the_worker_would(monkeypatch):
     """The Deployment's env, fed to the worker's own parser, gives the pipeline's settings."""

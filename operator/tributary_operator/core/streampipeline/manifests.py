@@ -15,7 +15,7 @@ from tributary_workers.contract import defaults as shared
 from tributary_workers.contract import env as ENV
 from tributary_workers.contract.keys import dead_letter_key
 
-from tributary_operator.api.v1alpha1 import EmbeddingIndex, EmbeddingModel, StreamPipeline, StreamPipelineSpec
+from tributary_operator.api.v1alpha1 import CollectionSpec, EmbeddingIndex, StreamPipeline, StreamPipelineSpec
 from tributary_operator.api.v1alpha1.schema import BUNDLED_MODELS
 from tributary_operator.core.pods import (
     RESTRICTED_POD,
@@ -60,8 +60,15 @@ def routing_index(index: EmbeddingIndex) -> str:
     return index.spec.alias
 
 
-def _target(collection: str, model: EmbeddingModel) -> dict[str, Any]:
-    return {"collection": collection, "model": None if model.name in BUNDLED_MODELS else model.name}
+def _target(collection: str, built: CollectionSpec, create: bool = False) -> dict[str, Any]:
+    """A routing target with its own model and chunking (a worker applies them per target)."""
+    model, chunking = built.model, built.chunking
+    target: dict[str, Any] = {"collection": collection, "model": None if model.name in BUNDLED_MODELS else model.name,
+                              "max_tokens": chunking.max_tokens, "overlap_tokens": chunking.overlap_tokens,
+                              "backend": model.backend, "quantize": model.quantize, "dimension": model.dimension}
+    if create:  # only the candidate may be created by a write
+        target["create"] = True
+    return {key: value for key, value in target.items() if value is not None}
 
 
 def routing_targets(index: EmbeddingIndex) -> list[dict[str, Any]]:
@@ -69,12 +76,14 @@ def routing_targets(index: EmbeddingIndex) -> list[dict[str, Any]]:
     first; during a blue-green re-embedding the candidate; after a swap the previous collection
     (for a rollback that loses no update) until it is being retired."""
     status = index.status
-    targets = [_target(status.active_collection, active_spec(index).model)]
+    spec = index.spec
+    targets = [_target(status.active_collection, active_spec(index))]
     if status.candidate_collection and status.candidate_collection != status.active_collection:
-        targets.append(_target(status.candidate_collection, index.spec.model))
+        built = CollectionSpec(model=spec.model, chunking=spec.chunking, index=spec.index)
+        targets.append(_target(status.candidate_collection, built, create=True))
     previous = status.previous_collection
     if previous and not status.retiring and previous not in (t["collection"] for t in targets):
-        targets.append(_target(previous, (status.previous_spec or active_spec(index)).model))
+        targets.append(_target(previous, status.previous_spec or active_spec(index)))
     return targets
 
 
