@@ -37,6 +37,10 @@ class ActiveCollectionNotFoundError(PermanentError, LookupError):
     """The collection to copy from does not exist."""
 
 
+class LedgerUnavailableError(RuntimeError):
+    """Redis does not answer: fatal for this run, retried by the Job."""
+
+
 class RedisLedgerRequiredError(PermanentError, ValueError):
     """The steps compare ledgers and read repair sets, both in Redis."""
 
@@ -84,11 +88,13 @@ class Reembedding:
 
     def warm_up(self, writer_id: str) -> None:
         cfg = self.config
-        self.embedder.warm_up()
-        self.chunker = Chunker.for_model_path(self.embedder.model_path, cfg.chunking, self.embedder.max_seq_length)
+        # Unreachable Redis or Milvus fails first, before the model loads.
         self.active_ledger = open_ledger(cfg.ledger_url, cfg.active_collection)
         self.ledger = open_ledger(cfg.ledger_url, cfg.collection)
-        self.ledger.client.ping()  # unreachable Redis: fail before any Milvus work
+        try:
+            self.ledger.client.ping()
+        except Exception as exc:  # redis' ConnectionError / TimeoutError; their text names host and port only
+            raise LedgerUnavailableError(f"cannot reach the ledger's Redis: {exc}") from exc
         self.active_client = open_client(cfg.milvus_uri, db_name=cfg.db_name)
         try:
             exists = self.active_client.has_collection(cfg.active_collection)
@@ -96,6 +102,8 @@ class Reembedding:
             raise MilvusUnavailableError(f"cannot reach Milvus at {cfg.milvus_uri}: {exc}") from exc
         if not exists:
             raise ActiveCollectionNotFoundError(f"active collection {cfg.active_collection!r} does not exist")
+        self.embedder.warm_up()
+        self.chunker = Chunker.for_model_path(self.embedder.model_path, cfg.chunking, self.embedder.max_seq_length)
         # Streamed events may reach the candidate too (routing): a non-empty one is expected.
         self.writer = MilvusWriter(cfg.writer_config(cfg.milvus_uri, cfg.collection, self.embedder, bulk_load=True,
                                                      bulk_load_run=cfg.job_id, bulk_load_requires_empty=False))
