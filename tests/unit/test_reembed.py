@@ -88,3 +88,33 @@ def test_differences_count_live_documents_on_each_side():
     diff = differences({"a": live(1), "b": gone(2), "c": live(3)}, {"a": live(1), "b": gone(2)}, {})
     assert (diff.active_documents, diff.candidate_documents) == (2, 1)
     assert diff.copy == {"c": 3}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"ledger_url": "/state/ledger.sqlite"}, "needs a Redis ledger"),
+    ({"collection": "a"}, "is the active one"),
+    ({"shard_index": 2, "shard_count": 2}, "shard index 2 is not in"),
+])
+def test_settings_no_rerun_can_fix_are_permanent(overrides, message):
+    from tributary_workers.errors import PermanentError
+    from tributary_workers.reembed.copy import ReembedConfig
+
+    values = dict(active_collection="a", collection="b", milvus_uri="http://m:19530", ledger_url="redis://r:6379/0")
+    with pytest.raises(PermanentError, match=message):
+        ReembedConfig(**{**values, **overrides})
+
+
+def test_step_flags_default_from_the_environment(monkeypatch):
+    from tributary_workers.cli.index_admin import build_parser
+
+    monkeypatch.setenv("TRIBUTARY_ACTIVE_COLLECTION", "docs_v1")
+    monkeypatch.setenv("TRIBUTARY_COLLECTION", "docs_v2")
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    monkeypatch.setenv("TRIBUTARY_SHARD_COUNT", "4")
+    monkeypatch.setenv("TRIBUTARY_RECHUNK", "true")
+    backfill = build_parser().parse_args(["backfill"])
+    assert (backfill.active_collection, backfill.collection, backfill.shard_index, backfill.shard_count,
+            backfill.rechunk) == ("docs_v1", "docs_v2", 3, 4, True)
+    catchup = build_parser().parse_args(["catchup", "--max-passes", "2"])
+    assert (catchup.command, catchup.max_passes, catchup.active_collection) == ("catchup", 2, "docs_v1")
+    assert not hasattr(catchup, "shard_index")

@@ -23,7 +23,12 @@ from tributary_workers.contract import keys
 from tributary_workers.contract.checkpoints import CheckpointState
 from tributary_workers.contract.reembed import Step, StepReport
 from tributary_workers.pipeline.indexer import Status
-from tributary_workers.reembed.copy import ReembedConfig, Reembedding, copy_version, tally
+from tributary_workers.reembed.copy import (
+    ReembedConfig,
+    Reembedding,
+    copy_version,
+    tally,
+)
 from tributary_workers.reembed.source import read_live
 
 DOCS_PER_CHECKPOINT = 64

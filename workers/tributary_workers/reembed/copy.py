@@ -24,9 +24,18 @@ from tributary_workers.errors import PermanentError
 from tributary_workers.ledger import LedgerRecord, Outcome, open_ledger
 from tributary_workers.pipeline.chunker import Chunker
 from tributary_workers.pipeline.embedder import Embedder
-from tributary_workers.pipeline.indexer import DocResult, DocumentIndexer, PreparedDoc, Status
+from tributary_workers.pipeline.indexer import (
+    DocResult,
+    DocumentIndexer,
+    PreparedDoc,
+    Status,
+)
 from tributary_workers.pipeline.settings import PipelineSettings
-from tributary_workers.pipeline.writer import MilvusUnavailableError, MilvusWriter, open_client
+from tributary_workers.pipeline.writer import (
+    MilvusUnavailableError,
+    MilvusWriter,
+    open_client,
+)
 from tributary_workers.reembed.source import LiveDocument
 
 RECHUNK_UNAVAILABLE = "chunking changed and the collection stores no parsed text: re-ingest from the source"
