@@ -144,3 +144,19 @@ def test_seeded_tombstone_refuses_a_late_older_upsert(make_ledger):
     assert target.decide("d", 6, "old").outcome is Outcome.STALE
     assert target.commit("d", 7, "old", "late", 1).outcome is Outcome.STALE
     assert target.get("d").deleted
+
+
+def test_redis_namespaces_with_glob_characters_match_only_themselves(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = f"test:{uuid.uuid4().hex}"
+    star, plain = RedisLedger(client, "a*", key_prefix=prefix), RedisLedger(client, "ab", key_prefix=prefix)
+    bracket = RedisLedger(client, "[ab]", key_prefix=prefix)
+    for ledger in (star, plain, bracket):
+        ledger.commit(f"doc-of-{ledger.namespace}", 1, "h", "w", 1)
+    assert [doc_id for doc_id, _ in star.records()] == ["doc-of-a*"]
+    assert [doc_id for doc_id, _ in bracket.records()] == ["doc-of-[ab]"]
+    assert star.delete_namespace() == 1
+    assert plain.get("doc-of-ab") is not None and bracket.get("doc-of-[ab]") is not None
+    client.close()

@@ -101,9 +101,15 @@ class SQLiteLedger:
 
     def delete_namespace(self) -> int:
         """Remove every record and every provenance entry of the namespace; returns the records removed."""
-        with self._connect() as conn:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             removed = conn.execute("DELETE FROM ledger WHERE namespace = ?", (self.namespace,)).rowcount
             conn.execute("DELETE FROM provenance WHERE namespace = ?", (self.namespace,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return removed
 
     def record_provenance(self, source_id: str, entries: dict[str, Provenance]) -> None:
