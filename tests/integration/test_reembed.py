@@ -264,11 +264,15 @@ def test_cli_rechunk_is_a_permanent_refusal_with_every_document_failed(
     assert report["counts"]["written"] == 0
 
 
-def test_cli_unreachable_redis_is_one_line_and_retryable_a_sqlite_ledger_is_refused(worker_env, tmp_path):
+def test_cli_unreachable_redis_or_milvus_is_one_line_and_retryable_a_sqlite_ledger_is_refused(
+        redis_server, worker_env, tmp_path):
     flags = ["--active-collection", "a_1", "--collection", "a_2", "--milvus-uri", f"http://127.0.0.1:{free_port()}"]
-    down = admin("catchup", worker_env, *flags, "--ledger", f"redis://127.0.0.1:{free_port()}/0")
-    assert down.returncode == 1, down
-    lines = down.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tributary-index-admin: error:") and "Redis" in lines[0], down.stderr
+    env = dict(worker_env, TRIBUTARY_MILVUS_TOKEN="root:s3cr3t-token")
+    for ledger, names in ((f"redis://127.0.0.1:{free_port()}/0", "Redis"), (redis_server.url, "Milvus")):
+        down = admin("catchup", env, *flags, "--ledger", ledger)
+        assert down.returncode == 1, down
+        lines = down.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tributary-index-admin: error:"), down.stderr
+        assert names in lines[0] and "s3cr3t" not in down.stderr + down.stdout, down.stderr
     sqlite = admin("backfill", worker_env, *flags, "--ledger", str(tmp_path / "ledger.sqlite"))
     assert sqlite.returncode == 2 and "Redis ledger" in sqlite.stderr, sqlite.stderr

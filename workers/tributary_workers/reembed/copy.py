@@ -75,7 +75,8 @@ class ReembedConfig(PipelineSettings):
         if self.active_collection == self.collection:
             raise PermanentError(f"the candidate collection {self.collection!r} is the active one")
         if not self.ledger_url.startswith(("redis://", "rediss://", "unix://")):
-            raise RedisLedgerRequiredError(f"re-embedding needs a Redis ledger (redis://...), got {self.ledger_url!r}")
+            scheme = self.ledger_url.partition("://")[0] if "://" in self.ledger_url else "a file path"
+            raise RedisLedgerRequiredError(f"re-embedding needs a Redis ledger (redis://...), got {scheme}")
 
 
 def copy_version(doc: LiveDocument, record: LedgerRecord | None) -> int:
