@@ -101,3 +101,62 @@ def test_provenance_is_per_collection_and_source(make_ledger):
         assert other.provenance("s3://bucket/docs") == {}
     ledger.forget_provenance("s3://bucket/docs", ["r1", "never-there"])
     assert set(ledger.provenance("s3://bucket/docs")) == {"x.md"}
+
+
+def test_records_lists_the_namespace_only_tombstones_included(make_ledger):
+    from tributary_workers.ledger import Provenance
+
+    ledger, other = make_ledger("a"), make_ledger("ab")  # "a" must not match "ab"'s keys
+    ledger.commit("x.md", NS_VERSION, "h", "w", 2)
+    ledger.commit("dir:with:colons/y.md", 3, "h2", "w", 1)
+    ledger.tombstone("gone", 9, "stream")
+    ledger.record_provenance("src", {"x.md": Provenance("x.md", NS_VERSION)})  # not a record
+    other.commit("x.md", 1, "o", "w", 1)
+    found = dict(ledger.records())
+    assert set(found) == {"x.md", "dir:with:colons/y.md", "gone"}
+    assert (found["x.md"].fence, found["x.md"].data_version, found["x.md"].chunk_count) == (NS_VERSION, NS_VERSION, 2)
+    assert found["gone"].deleted and found["gone"].fence == 9
+    assert dict(other.records()) == {"x.md": other.get("x.md")}
+
+
+def test_delete_namespace_removes_records_and_provenance_of_that_namespace_only(make_ledger):
+    from tributary_workers.ledger import Provenance
+
+    ledger, other = make_ledger("blue"), make_ledger("green")
+    for i in range(2500):  # more than one SCAN batch
+        ledger.commit(f"d{i}", 1, "h", "w", 1)
+    ledger.tombstone("t", 5, "w")
+    ledger.record_provenance("src", {"d1": Provenance("f", 1)})
+    other.commit("d1", 1, "h", "w", 1)
+    other.record_provenance("src", {"d1": Provenance("f", 1)})
+    assert ledger.delete_namespace() == 2501
+    assert list(ledger.records()) == [] and ledger.get("d1") is None
+    assert ledger.provenance("src") == {}
+    assert other.get("d1") is not None and other.provenance("src") == {"d1": Provenance("f", 1)}
+    assert ledger.delete_namespace() == 0  # idempotent
+
+
+def test_seeded_tombstone_refuses_a_late_older_upsert(make_ledger):
+    source, target = make_ledger("active"), make_ledger("candidate")
+    source.tombstone("d", 7, "stream")
+    for doc_id, record in source.records():  # what a backfill seeds: tombstones copied as tombstones
+        assert target.tombstone(doc_id, record.fence, "backfill").outcome is Outcome.COMMITTED
+    assert target.decide("d", 6, "old").outcome is Outcome.STALE
+    assert target.commit("d", 7, "old", "late", 1).outcome is Outcome.STALE
+    assert target.get("d").deleted
+
+
+def test_redis_namespaces_with_glob_characters_match_only_themselves(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = f"test:{uuid.uuid4().hex}"
+    star, plain = RedisLedger(client, "a*", key_prefix=prefix), RedisLedger(client, "ab", key_prefix=prefix)
+    bracket = RedisLedger(client, "[ab]", key_prefix=prefix)
+    for ledger in (star, plain, bracket):
+        ledger.commit(f"doc-of-{ledger.namespace}", 1, "h", "w", 1)
+    assert [doc_id for doc_id, _ in star.records()] == ["doc-of-a*"]
+    assert [doc_id for doc_id, _ in bracket.records()] == ["doc-of-[ab]"]
+    assert star.delete_namespace() == 1
+    assert plain.get("doc-of-ab") is not None and bracket.get("doc-of-[ab]") is not None
+    client.close()

@@ -3,7 +3,9 @@
 The operator never talks to Milvus itself: what an EmbeddingIndex needs there runs as a Job with
 this command. ``provision`` creates the index's first collection (declared index, metric and
 replicas) and the alias pointing at it, or adopts the collection an existing alias serves when it
-records the same model and dimension; it never repoints an alias.
+records the same model and dimension; it never repoints an alias. ``backfill`` and ``catchup`` are
+a re-embedding's copy steps (tributary_workers.reembed; their report: contract.reembed.StepReport,
+exit 0 also when it says ok=false, 2 for --rechunk, which needs parsed text no collection stores yet).
 
 Settings come as flags or TRIBUTARY_* variables (the Milvus token only from TRIBUTARY_MILVUS_TOKEN,
 a Secret reference). The outcome is one JSON object on stdout and, with --report-file (the pod's
@@ -27,6 +29,7 @@ from tributary_workers.cli.args import (
     require,
     worker_main,
 )
+from tributary_workers.cli.index_admin_reembed import register_reembed
 from tributary_workers.contract import defaults
 from tributary_workers.contract import env as ENV
 from tributary_workers.contract.adoption import AdoptAction
@@ -47,13 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"also write the JSON outcome here, e.g. /dev/termination-log (env {ENV.REPORT_FILE})")
     add_model_options(provision, embed_batch_size=defaults.STREAM_EMBED_BATCH_SIZE)
     add_milvus_index_options(provision)
+    register_reembed(sub)  # backfill, catchup: cli/index_admin_reembed.py
+    # validate / swap / retire live in cli/index_admin_gates.py, registered here when present.
+    try:
+        from tributary_workers.cli.index_admin_gates import register_gates
+    except ModuleNotFoundError as exc:
+        if exc.name != "tributary_workers.cli.index_admin_gates":
+            raise
+    else:
+        register_gates(sub)
     return p
 
 
 def model_dimension(args: argparse.Namespace) -> tuple[str, int]:
     """(model id, dimension): the dimension as declared, else read from the model (loaded locally)."""
     from tributary_workers.contract.encoder import encoder_id
-    from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig, resolve_model
+    from tributary_workers.pipeline.embedder import (
+        Embedder,
+        EmbedderConfig,
+        resolve_model,
+    )
 
     _, base_id = resolve_model(args.model)
     model_id = encoder_id(base_id, args.backend, args.quantize)  # what the workers will record
@@ -88,7 +104,7 @@ def provision(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return provision(args)
+    return getattr(args, "handler", provision)(args)
 
 
 def main(argv: list[str] | None = None) -> int:

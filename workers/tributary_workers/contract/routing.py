@@ -253,3 +253,23 @@ def record_repairs(client, index: str, collection: str, versions: dict[str, int]
 
 def repairs(client, index: str, collection: str) -> dict[str, int]:
     return {_decode(k): int(v) for k, v in client.hgetall(repair_key(index, collection)).items()}
+
+
+# HDEL doc_id only while it still holds the version the caller repaired (a newer failure stays).
+_RESOLVE_REPAIRS = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
+
+
+def resolve_repairs(client, index: str, collection: str, versions: dict[str, int]) -> int:
+    """Remove repair entries that still hold these versions (compare-and-delete); returns how many."""
+    if not versions:
+        return 0
+    args = [part for doc_id, version in versions.items() for part in (doc_id, str(int(version)))]
+    return int(client.eval(_RESOLVE_REPAIRS, 1, repair_key(index, collection), *args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 from tributary_workers.contract.keys import provenance_key
 from tributary_workers.ledger.rules import Decision, LedgerRecord, Outcome, Provenance
@@ -82,6 +83,12 @@ return reply('committed', rec)
 """
 
 _VERSION_WIDTH = 20  # digits of 2**64 - 1
+_SCAN_COUNT = 1000  # keys per SCAN step and per pipelined read or delete
+
+
+def _glob_escape(text: str) -> str:
+    """text as a literal inside a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _pad(version: int) -> str:
@@ -129,10 +136,13 @@ class RedisLedger:
         return Decision(outcome, record)
 
     def get(self, doc_id: str) -> LedgerRecord | None:
-        raw = self.client.hgetall(self._key(doc_id))
+        return self._parse(self.client.hgetall(self._key(doc_id)))
+
+    @staticmethod
+    def _parse(raw: dict) -> LedgerRecord | None:
         if not raw:
             return None
-        r = {k.decode(): v.decode() for k, v in raw.items()}
+        r = {_text(k): _text(v) for k, v in raw.items()}
         return LedgerRecord(
             fence=int(r["fence"]),
             content_hash=r.get("content_hash"),
@@ -169,5 +179,47 @@ class RedisLedger:
         if doc_ids:
             self.client.hdel(provenance_key(self.namespace, source_id), *doc_ids)
 
+    def _scan(self, pattern: str) -> Iterator[list[bytes | str]]:
+        """Keys matching pattern, in lists of up to _SCAN_COUNT (SCAN: never blocks the server)."""
+        batch: list[bytes | str] = []
+        for key in self.client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _SCAN_COUNT:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _record_pattern(self) -> str:
+        # Only this namespace's records: provenance hashes live under another prefix
+        # (tributary:provenance:{ns}:...), so they never match.
+        return f"{self.key_prefix}:{{{_glob_escape(self.namespace)}}}:*"
+
+    def records(self) -> Iterator[tuple[str, LedgerRecord]]:
+        """Every record of the namespace, in no particular order (SCAN, then HGETALL pipelined)."""
+        head = len(self._key(""))
+        for keys in self._scan(self._record_pattern()):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            for key, raw in zip(keys, pipe.execute(), strict=True):
+                record = self._parse(raw)
+                if record is not None:  # deleted between SCAN and HGETALL
+                    yield _text(key)[head:], record
+
+    def delete_namespace(self) -> int:
+        """Remove every record and every provenance hash of the namespace; returns the records removed."""
+        removed = 0
+        for pattern, counted in ((self._record_pattern(), True),
+                                 (provenance_key(_glob_escape(self.namespace), "*"), False)):
+            for keys in self._scan(pattern):
+                deleted = self.client.unlink(*keys)
+                removed += int(deleted) if counted else 0
+        return removed
+
     def close(self) -> None:
         self.client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

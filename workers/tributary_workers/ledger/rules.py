@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -138,6 +139,14 @@ class VersionLedger(Protocol):
     def commit(self, doc_id: str, version: int, content_hash: str, writer: str, chunk_count: int) -> Decision: ...
 
     def tombstone(self, doc_id: str, version: int, writer: str) -> Decision: ...
+
+    def records(self) -> Iterator[tuple[str, LedgerRecord]]:
+        """(doc_id, record) for every record of the namespace, tombstones included."""
+        ...
+
+    def delete_namespace(self) -> int:
+        """Remove the namespace's records and provenance (a retired collection's); returns records removed."""
+        ...
 
     def record_provenance(self, source_id: str, entries: dict[str, Provenance]) -> None: ...
 

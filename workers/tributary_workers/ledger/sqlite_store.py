@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from tributary_workers.ledger.rules import (
@@ -89,6 +90,27 @@ class SQLiteLedger:
 
     def tombstone(self, doc_id: str, version: int, writer: str) -> Decision:
         return self._apply(doc_id, tombstone_rule, version, writer)
+
+    def records(self) -> Iterator[tuple[str, LedgerRecord]]:
+        """Every record of the namespace, by doc_id."""
+        rows = self._connect().execute(
+            "SELECT doc_id, fence, content_hash, data_version, deleted, writer, chunk_count FROM ledger"
+            " WHERE namespace = ? ORDER BY doc_id", (self.namespace,)).fetchall()
+        for row in rows:
+            yield row[0], LedgerRecord(row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+    def delete_namespace(self) -> int:
+        """Remove every record and every provenance entry of the namespace; returns the records removed."""
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed = conn.execute("DELETE FROM ledger WHERE namespace = ?", (self.namespace,)).rowcount
+            conn.execute("DELETE FROM provenance WHERE namespace = ?", (self.namespace,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return removed
 
     def record_provenance(self, source_id: str, entries: dict[str, Provenance]) -> None:
         if entries:

@@ -58,6 +58,7 @@ class Chunker:
                 f"overlap_tokens must be >= 0 and < max_tokens ({max_tokens}), got {config.overlap_tokens}"
             )
         self.max_tokens = max_tokens
+        self.token_budget = budget  # the most tokens of one chunk the model reads without truncating
         self.overlap_tokens = config.overlap_tokens
 
     @classmethod
@@ -72,6 +73,10 @@ class Chunker:
 
     def warm_up(self) -> None:
         self._count("warm up")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of text without special tokens (what a chunk's token_count counts)."""
+        return self._count(text)
 
     def _count(self, text: str) -> int:
         with self._lock:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,10 +76,14 @@ class DocumentIndexer:
 
     def prepare(self, document: Document) -> PreparedDoc | DocResult:
         """Decide whether the document needs embedding; chunk it if so. Never raises per document."""
+        return self.prepare_chunks(document, document.content_hash, self.chunker.run)
+
+    def prepare_chunks(self, document: Document, content_hash: str,
+                       make_chunks: Callable[[Document], list[Chunk]]) -> PreparedDoc | DocResult:
+        """prepare() with the chunks from elsewhere (a re-embedding copies a collection's stored chunks)."""
         try:
             if len(document.doc_id.encode()) > DOC_ID_MAX_LENGTH:
                 raise DocumentError(f"doc_id is longer than {DOC_ID_MAX_LENGTH} bytes")
-            content_hash = document.content_hash
             decision = self.ledger.decide(document.doc_id, document.version, content_hash)
             if decision.outcome is Outcome.UNCHANGED:
                 record = decision.record
@@ -90,7 +94,7 @@ class DocumentIndexer:
             if decision.outcome is Outcome.STALE:
                 return DocResult(document.doc_id, document.version, Status.SUPERSEDED,
                                  reason=f"index holds version {decision.record.fence}")
-            chunks = self.chunker.run(document)
+            chunks = make_chunks(document)
             for chunk in chunks:
                 if len(chunk.text.encode()) > TEXT_MAX_LENGTH:
                     raise DocumentError(

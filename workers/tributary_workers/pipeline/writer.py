@@ -72,6 +72,9 @@ class WriterConfig:
     # Names the bulk load, so the shards of one run share the new collection while any other
     # writer in bulk-load mode is still refused once it holds data.
     bulk_load_run: str = ""
+    # False: bulk load into a collection other writers may fill meanwhile (a re-embedding's
+    # candidate, which streamed events reach too): no empty-collection check.
+    bulk_load_requires_empty: bool = True
     create_if_missing: bool = True  # False for readers: a missing collection is an error
     refuse_alias: bool = False  # the name must be a collection's own, not an alias (routing targets)
     max_rows_per_request: int = MAX_ROWS_PER_REQUEST
@@ -168,7 +171,7 @@ class MilvusWriter:
             if not cfg.bulk_load:
                 self._ensure_loaded()
             sibling_shard = cfg.bulk_load and self._recorded().get("bulk_load_run") == cfg.bulk_load_run
-            if cfg.bulk_load and not sibling_shard and self.row_count() > 0:
+            if cfg.bulk_load and cfg.bulk_load_requires_empty and not sibling_shard and self.row_count() > 0:
                 raise CollectionNotEmptyError(
                     f"bulk-load mode needs an empty collection, but {cfg.collection!r} already holds "
                     f"{self.row_count()} rows; use update mode for an existing collection"
