@@ -5,6 +5,8 @@
                            normalisation. Another model id (the folder's name and a digest of
                            its files), another dimension, vectors that still retrieve like the
                            original's.
+    collapsed_model(folder)  the same with a projection that maps every text to one vector: a model
+                           that cannot retrieve anything, for a validation gate that must fail.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from pathlib import Path
 DERIVED_DIMENSION = 256
 
 
-def derived_model(folder: Path, dimension: int = DERIVED_DIMENSION) -> Path:
+def collapsed_model(folder: Path, dimension: int = DERIVED_DIMENSION) -> Path:
+    return derived_model(folder, dimension, collapse=True)
+
+
+def derived_model(folder: Path, dimension: int = DERIVED_DIMENSION, collapse: bool = False) -> Path:
     """Build it once into ``folder`` (reused when it is already there); returns the folder."""
     folder = Path(folder)
     if (folder / "modules.json").exists():
@@ -28,8 +34,12 @@ def derived_model(folder: Path, dimension: int = DERIVED_DIMENSION) -> Path:
     dense = models.Dense(in_features=width, out_features=dimension, bias=True,
                          activation_function=torch.nn.Identity())
     with torch.no_grad():
-        dense.linear.weight.copy_(torch.eye(width)[:dimension])
-        dense.linear.bias.zero_()
+        if collapse:  # no weights, one bias: the same vector whatever the text
+            dense.linear.weight.zero_()
+            dense.linear.bias.fill_(1.0)
+        else:
+            dense.linear.weight.copy_(torch.eye(width)[:dimension])
+            dense.linear.bias.zero_()
     derived = SentenceTransformer(modules=[*base, dense, models.Normalize()], device="cpu")
     tmp = folder.with_name(folder.name + ".partial")
     derived.save(str(tmp))
