@@ -3,7 +3,8 @@
 The operator never talks to Milvus itself: what an EmbeddingIndex needs there runs as a Job with
 this command. ``provision`` creates the index's first collection (declared index, metric and
 replicas) and the alias pointing at it, or adopts the collection an existing alias serves when it
-records the same model and dimension; it never repoints an alias.
+records the same model and dimension; it never repoints an alias. ``validate``, ``swap`` and
+``retire`` are a re-embedding's gates and cutover (cli/index_admin_gates.py).
 
 Settings come as flags or TRIBUTARY_* variables (the Milvus token only from TRIBUTARY_MILVUS_TOKEN,
 a Secret reference). The outcome is one JSON object on stdout and, with --report-file (the pod's
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tributary_workers.cli import index_admin_gates
 from tributary_workers.cli.args import (
     EXIT_OK,
     Parser,
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"also write the JSON outcome here, e.g. /dev/termination-log (env {ENV.REPORT_FILE})")
     add_model_options(provision, embed_batch_size=defaults.STREAM_EMBED_BATCH_SIZE)
     add_milvus_index_options(provision)
+    provision.set_defaults(func=run_provision_step)
+    index_admin_gates.register(sub)  # validate, swap, retire
     return p
 
 
@@ -64,7 +68,7 @@ def model_dimension(args: argparse.Namespace) -> tuple[str, int]:
     return model_id, embedder.dimension
 
 
-def provision(args: argparse.Namespace) -> int:
+def run_provision_step(args: argparse.Namespace) -> int:
     import os
 
     from tributary_workers.pipeline.collections import provision as run_provision
@@ -88,7 +92,7 @@ def provision(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return provision(args)
+    return args.func(args)
 
 
 def main(argv: list[str] | None = None) -> int:

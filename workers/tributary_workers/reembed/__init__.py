@@ -1,0 +1,1 @@
+"""Blue-green re-embedding of an EmbeddingIndex: the steps tributary-index-admin runs (contract.reembed)."""
