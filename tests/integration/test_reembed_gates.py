@@ -265,3 +265,19 @@ def test_unreachable_milvus_is_one_line_and_retryable(tmp_path, capsys, monkeypa
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tributary-index-admin: error:") and "Milvus" in lines[0]
     assert "s3cr3t" not in captured.err + captured.out
+
+
+def test_retire_with_a_sqlite_ledger_deletes_only_that_namespace(milvus_server, tmp_path):
+    from tributary_workers.ledger import SQLiteLedger
+
+    gone, kept = empty_collection(milvus_server.uri, unique("gone")), unique("kept")
+    path = tmp_path / "ledger.db"
+    for namespace in (gone, kept):
+        ledger = SQLiteLedger(path, namespace)
+        ledger.commit("doc-00", 1, "h", "test", 1)
+        ledger.close()
+    code, report = admin("retire", "--milvus-uri", milvus_server.uri, "--collection", gone, "--ledger", str(path),
+                         report=tmp_path / "retire")
+    assert (code, report.reason, report.counts) == (EXIT_OK, "Retired", {"rows": 0, "keys": 1})
+    assert SQLiteLedger(path, gone).get("doc-00") is None
+    assert SQLiteLedger(path, kept).get("doc-00") is not None

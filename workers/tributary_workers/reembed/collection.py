@@ -50,9 +50,10 @@ def aliases_of(client: Any, collection: str) -> list[str]:
 
 def vector_metric(client: Any, collection: str) -> str | None:
     """The metric of the vector field's index; None when it has no index yet."""
-    if "vector" not in (client.list_indexes(collection, field_name="vector") or []):
+    names = client.list_indexes(collection, field_name="vector") or []
+    if not names:
         return None
-    return str(client.describe_index(collection, "vector").get("metric_type") or "").upper() or None
+    return str(client.describe_index(collection, names[0]).get("metric_type") or "").upper() or None
 
 
 def is_loaded(client: Any, collection: str) -> bool:

@@ -14,7 +14,6 @@ Both are idempotent: an already-swapped alias and an already-dropped collection 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from tributary_workers.contract.keys import LEDGER_PREFIX, PROVENANCE_PREFIX, repair_key
@@ -46,12 +45,6 @@ def swap(client: Any, alias: str, target: str, expected: str, writer_config) -> 
     swap_ms = int(round((time.perf_counter() - started) * 1000))
     return StepReport(Step.SWAP, True, "Swapped", f"alias {alias} now points at {target} (was {expected})",
                       {"swap_ms": swap_ms, "loaded": int(loaded)})
-
-
-@dataclass(frozen=True)
-class Retired:
-    rows: int  # rows the collection held when it was dropped (0 when it was gone already)
-    keys: int  # ledger keys (or SQLite rows) deleted
 
 
 def ledger_patterns(collection: str) -> list[str]:
