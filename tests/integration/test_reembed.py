@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tributary_workers.pipeline.embedder import resolve_model
 from harness.models import DERIVED_DIMENSION, derived_model
 from harness.servers import free_port
 from tributary_workers.batch.checkpoint import open_checkpoint_store
@@ -126,7 +127,9 @@ def assert_candidate_matches(active: Active, uri: str, candidate: str, derived_p
         assert [r["chunk_index"] for r in found] == list(range(len(found))), doc_id  # each chunk exactly once
         assert [r["text"] for r in found] == texts[doc_id], doc_id
         assert {len(r["vector"]) for r in found} == {DERIVED_DIMENSION}
-        assert {r["model_id"] for r in found} == {derived_path.name}  # the folder names a local model
+        # a local model is its folder's name and a digest of its files
+        assert {r["model_id"] for r in found} == {resolve_model(str(derived_path))[1]}
+        assert resolve_model(str(derived_path))[1].startswith(f"{derived_path.name}@")
 
 
 def test_backfill_copies_live_documents_with_the_candidate_model_and_seeds_tombstones(

@@ -4,8 +4,9 @@ The operator never talks to Milvus itself: what an EmbeddingIndex needs there ru
 this command. ``provision`` creates the index's first collection (declared index, metric and
 replicas) and the alias pointing at it, or adopts the collection an existing alias serves when it
 records the same model and dimension; it never repoints an alias. ``backfill`` and ``catchup`` are
-a re-embedding's copy steps (tributary_workers.reembed; their report: contract.reembed.StepReport,
-exit 0 also when it says ok=false, 2 for --rechunk, which needs parsed text no collection stores yet).
+a re-embedding's copy steps (cli/index_admin_reembed.py, tributary_workers.reembed), ``validate``,
+``swap`` and ``retire`` its gates and cutover (cli/index_admin_gates.py). Their report is a
+contract.reembed.StepReport; exit 0 also when it says ok=false.
 
 Settings come as flags or TRIBUTARY_* variables (the Milvus token only from TRIBUTARY_MILVUS_TOKEN,
 a Secret reference). The outcome is one JSON object on stdout and, with --report-file (the pod's
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tributary_workers.cli import index_admin_gates
 from tributary_workers.cli.args import (
     EXIT_OK,
     Parser,
@@ -50,15 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"also write the JSON outcome here, e.g. /dev/termination-log (env {ENV.REPORT_FILE})")
     add_model_options(provision, embed_batch_size=defaults.STREAM_EMBED_BATCH_SIZE)
     add_milvus_index_options(provision)
-    register_reembed(sub)  # backfill, catchup: cli/index_admin_reembed.py
-    # validate / swap / retire live in cli/index_admin_gates.py, registered here when present.
-    try:
-        from tributary_workers.cli.index_admin_gates import register_gates
-    except ModuleNotFoundError as exc:
-        if exc.name != "tributary_workers.cli.index_admin_gates":
-            raise
-    else:
-        register_gates(sub)
+    provision.set_defaults(func=run_provision_step)
+    register_reembed(sub)  # backfill, catchup
+    index_admin_gates.register(sub)  # validate, swap, retire
     return p
 
 
@@ -80,7 +76,7 @@ def model_dimension(args: argparse.Namespace) -> tuple[str, int]:
     return model_id, embedder.dimension
 
 
-def provision(args: argparse.Namespace) -> int:
+def run_provision_step(args: argparse.Namespace) -> int:
     import os
 
     from tributary_workers.pipeline.collections import provision as run_provision
@@ -104,7 +100,7 @@ def provision(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return getattr(args, "handler", provision)(args)
+    return args.func(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,7 @@ def add_reembed_step(p: argparse.ArgumentParser, step: Step) -> None:
     add_model_options(p, embed_batch_size=defaults.BATCH_EMBED_BATCH_SIZE)
     add_chunking_options(p, from_environment=True)
     add_milvus_index_options(p)
-    p.set_defaults(handler=reembed_step)
+    p.set_defaults(func=reembed_step)
 
 
 def reembed_step(args: argparse.Namespace) -> int:

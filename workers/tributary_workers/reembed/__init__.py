@@ -1,1 +1,1 @@
-"""Blue-green re-embedding: the data plane of an EmbeddingIndex's copy steps (backfill, catchup; contract.reembed)."""
+"""Blue-green re-embedding of an EmbeddingIndex: the steps tributary-index-admin runs (contract.reembed): backfill, catchup, validate, swap, retire."""
