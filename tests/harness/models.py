@@ -26,11 +26,12 @@ def derived_model(folder: Path, dimension: int = DERIVED_DIMENSION, collapse: bo
     if (folder / "modules.json").exists():
         return folder
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
     from tributary_workers.pipeline.embedder import default_model_path
 
     base = SentenceTransformer(str(default_model_path()), device="cpu")
-    width = base.get_sentence_embedding_dimension()
+    width = base.get_embedding_dimension()
     dense = models.Dense(in_features=width, out_features=dimension, bias=True,
                          activation_function=torch.nn.Identity())
     with torch.no_grad():
