@@ -211,3 +211,15 @@ def test_backfill_reports_are_read_per_shard():
         "exitCode": 1, "message": "Traceback\ncannot reach Milvus at http://m: refused"}}}]}}]
     failed = StepJob.from_job({"metadata": {"name": "j"}, "status": {}}, broken)
     assert failed.last_error == "cannot reach Milvus at http://m: refused" and not failed.permanent
+
+
+def test_a_running_ingestion_holds_the_swap_and_the_catchup_runs_again():
+    caught_up = job_of(NEW, Step.CATCHUP, report(Step.CATCHUP, True, "CaughtUp", remaining=0))
+    held = decide(index({**BUILDING, "phase": "CatchingUp"}, model=NEW_MODEL), caught_up, (), NOW, ingesting=("nightly",))
+    assert held.fields.get("phase") is None and held.delete == tuple(caught_up)
+    assert conditions(held)["Progressing"][1] == "WaitingForIngestion"
+    back = decide(index({**BUILDING, "phase": "Swapping"}, model=NEW_MODEL), {}, (), NOW, ingesting=("nightly",))
+    assert back.fields["phase"] == "CatchingUp" and back.run is None
+    assert "nightly" in next(c.message for c in back.conditions if c.type == "Progressing")
+    done = decide(index({**BUILDING, "phase": "Swapping"}, model=NEW_MODEL), {}, (), NOW)
+    assert done.run.step is Step.SWAP

@@ -287,3 +287,23 @@ def test_a_refused_prune_ends_partially_succeeded_and_says_why():
     ready = next(c for c in conditions if c.type == "Ready")
     assert ready.status is True and ready.reason == "PartiallySucceeded"
     assert ready.message.endswith(f"5 documents, 0 failed, 2 pruned; shard 0: {refused}")
+
+
+def test_an_index_ref_run_without_its_own_ledger_uses_the_index_s_shared_ledger():
+    from tributary_operator.api.v1alpha1 import EmbeddingIndex
+    from tributary_operator.core.ingestion.checks import secret_needs
+    from tributary_operator.core.targets import index_target
+
+    index = EmbeddingIndex.from_body({"metadata": {"name": "handbook", "namespace": "rag"}, "spec": {
+        "milvus": {"uri": "http://milvus:19530"}, "alias": "handbook",
+        "model": {"name": "sentence-transformers/all-MiniLM-L6-v2"},
+        "ledger": {"redisSecretRef": {"name": "shared-redis", "key": "uri"}}},
+        "status": {"activeCollection": "handbook_1234abcd"}})
+    ij = make_ij(target={"indexRef": {"name": "handbook"}}, ledger=None)
+    env = env_of(build_job(ij, "nightly-docs-abc", index_target(index), OperatorDefaults()))
+    assert env["TRIBUTARY_LEDGER_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "shared-redis", "key": "uri", "optional": False}
+    assert ("shared-redis", frozenset({"uri"})) in {(n.name, n.keys) for n in secret_needs(ij, index)}
+    own = env_of(build_job(make_ij(target={"indexRef": {"name": "handbook"}}), "r", index_target(index),
+                           OperatorDefaults()))
+    assert own["TRIBUTARY_LEDGER_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis"  # its own wins

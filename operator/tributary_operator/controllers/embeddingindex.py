@@ -147,6 +147,13 @@ def pipelines_on(ei: EmbeddingIndex) -> list[lifecycle.PipelineRouting]:
     return found
 
 
+def ingesting_into(ei: EmbeddingIndex) -> list[str]:
+    """IngestionJobs whose run is writing into this index right now."""
+    return [ij["metadata"]["name"] for ij in kube.list_custom(ei.metadata["namespace"], "ingestionjobs")
+            if (((ij.get("spec") or {}).get("target") or {}).get("indexRef") or {}).get("name") == ei.metadata["name"]
+            and (ij.get("status") or {}).get("phase") == "Running"]
+
+
 def follow(ei: EmbeddingIndex, body: kopf.Body, jobs: list[dict[str, Any]], logger: logging.Logger):
     """An index with an active collection: the blue-green lifecycle (core.embeddingindex.lifecycle)."""
     namespace = ei.metadata["namespace"]
@@ -158,7 +165,7 @@ def follow(ei: EmbeddingIndex, body: kopf.Body, jobs: list[dict[str, Any]], logg
         if (job["metadata"].get("deletionTimestamp")):
             continue  # on its way out: replaced once gone
         views[job_name] = lifecycle.StepJob.from_job(job, kube.list_pods(namespace, f"{JOB_NAME_LABEL}={job_name}"))
-    plan = lifecycle.decide(ei, views, pipelines_on(ei), datetime.now(UTC))
+    plan = lifecycle.decide(ei, views, pipelines_on(ei), datetime.now(UTC), ingesting_into(ei))
     present = {j["metadata"]["name"] for j in jobs}
     for job_name in sorted(present - set(plan.keep) | (set(plan.delete) & present)):
         kube.delete_job(namespace, job_name)

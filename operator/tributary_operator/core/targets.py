@@ -40,6 +40,7 @@ class ResolvedTarget:
     database: str | None = None
     backend: str | None = None  # None: the workers' default
     quantize: str | None = None
+    ledger_secret: tuple[str, str] | None = None  # (Secret, key) of the index's shared ledger, if any
 
 
 def index_target(index: EmbeddingIndex) -> ResolvedTarget | None:
@@ -57,4 +58,5 @@ def index_target(index: EmbeddingIndex) -> ResolvedTarget | None:
         index_type=built.index.index_type.value, dimension=model.dimension,
         max_sequence_length=model.max_sequence_length, index_params=built.index.params,
         database=spec.milvus.database, backend=model.backend, quantize=model.quantize,
+        ledger_secret=(spec.ledger.redis_secret_ref.name, spec.ledger.redis_secret_ref.key) if spec.ledger else None,
     )

@@ -318,9 +318,10 @@ class IngestionJobSpec(ApiModel):
     )
     ledger: Ledger | None = Field(
         None,
-        description="Shared version ledger (Redis). When omitted, each shard keeps a private "
-        "ledger on its pod's disk: versions are fenced within the run only, and a later run "
-        "re-embeds every document instead of skipping unchanged ones.",
+        description="Shared version ledger (Redis). When omitted, a run into an indexRef uses the "
+        "EmbeddingIndex's spec.ledger; otherwise each shard keeps a private ledger on its pod's "
+        "disk: versions are fenced within the run only, and a later run re-embeds every document "
+        "instead of skipping unchanged ones.",
     )
 
     prune: Prune | None = Field(

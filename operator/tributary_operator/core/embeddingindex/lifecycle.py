@@ -12,7 +12,9 @@ how it went:
                   until nothing is left behind
     Validating    a validation Job builds and loads the candidate's index and measures the gates,
                   each its own condition; a failed gate: phase Failed, the active keeps serving
-    Swapping      a swap Job moves the alias to the candidate, only if it still points at the active
+    Swapping      a swap Job moves the alias to the candidate, only if it still points at the active;
+                  not while an IngestionJob on the index runs (batch runs write the active only,
+                  through the shared ledger): the catch-up runs again once they are done
     Ready         the previous collection is kept for rollback; StreamPipelines keep writing to it
                   until it is retired (retention), alias first, then its ledger
 
@@ -147,7 +149,7 @@ def _progressing(status: bool, reason: str, message: str) -> ConditionSpec:
 
 
 def decide(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], pipelines: Sequence[PipelineRouting],
-           now: datetime) -> Lifecycle:
+           now: datetime, ingesting: Sequence[str] = ()) -> Lifecycle:
     """The index has an active collection: keep it current, re-embed, swap, roll back or retire."""
     spec, status = ei.spec, ei.status
     wanted = spec_hash(spec)
@@ -180,11 +182,12 @@ def decide(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], pipelines: Sequence[
             f"the model, chunking or index changed (it would be collection {target}), but spec.ledger is "
             f"not set: a re-embedding needs the shared ledger; alias {spec.alias} keeps serving "
             f"{status.active_collection}")))
-    return _reembed(ei, target, wanted, jobs, pipelines, now, ready)
+    return _reembed(ei, target, wanted, jobs, pipelines, now, ready, tuple(ingesting))
 
 
 def _reembed(ei: EmbeddingIndex, candidate: str, wanted: str, jobs: Mapping[str, StepJob],
-             pipelines: Sequence[PipelineRouting], now: datetime, ready: ConditionSpec) -> Lifecycle:
+             pipelines: Sequence[PipelineRouting], now: datetime, ready: ConditionSpec,
+             ingesting: tuple[str, ...] = ()) -> Lifecycle:
     status, active = ei.status, ei.status.active_collection
     pending = ConditionSpec("ReembedPending", True, "Reembedding",
                             f"re-embedding {active} into {candidate}; alias {ei.spec.alias} serves {active}")
@@ -258,6 +261,9 @@ def _reembed(ei: EmbeddingIndex, candidate: str, wanted: str, jobs: Mapping[str,
             return step({"progress": progress}, _progressing(
                 True, "CatchingUp", f"{counts.get('remaining', 'unknown')} document(s) still behind in "
                 f"{candidate}; another catch-up pass"), delete=(job.name,))
+        if ingesting:  # batch runs write the active only: catch up again once they are done
+            return step({}, _progressing(True, "WaitingForIngestion", _ingesting(ingesting, active)),
+                        delete=(job.name,))
         counts = report.counts
         progress = {"documentsDone": counts.get("candidate_documents", 0),
                     "documentsTotal": counts.get("active_documents", 0), "backlog": 0}
@@ -288,6 +294,10 @@ def _reembed(ei: EmbeddingIndex, candidate: str, wanted: str, jobs: Mapping[str,
 
     if phase == IndexPhase.SWAPPING.value:
         job = jobs.get(names[Step.SWAP])
+        if job is None and ingesting:  # a run started since the catch-up: catch up with it first
+            return step({"phase": IndexPhase.CATCHING_UP.value},
+                        _progressing(True, "WaitingForIngestion", _ingesting(ingesting, active)),
+                        delete=(names[Step.CATCHUP],))
         if job is None or not (job.succeeded or job.failed):
             return step({}, _progressing(True, "Swapping", f"moving alias {ei.spec.alias} to {candidate}"), run=Step.SWAP)
         report = job.reports[-1] if job.reports else None
@@ -304,6 +314,11 @@ def _reembed(ei: EmbeddingIndex, candidate: str, wanted: str, jobs: Mapping[str,
                          None, (), keep, ("Normal", "Swapped", message), report.counts.get("swap_ms"))
 
     return step({"phase": IndexPhase.BACKFILLING.value}, _progressing(True, "Backfilling", "resuming the re-embedding"))
+
+
+def _ingesting(names: tuple[str, ...], active: str) -> str:
+    return (f"IngestionJob(s) {', '.join(sorted(names))} write to {active}: the swap waits for them, then "
+            "catches up with what they wrote")
 
 
 def _roll_back(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], now: datetime, ready: ConditionSpec) -> Lifecycle:

@@ -55,6 +55,10 @@ def secret_needs(ij: IngestionJob, index: EmbeddingIndex | None) -> list[SecretN
     if spec.ledger is not None:
         ref = spec.ledger.redis_secret_ref
         needs.append(SecretNeed(ref.name, frozenset({ref.key}), "ledger.redisSecretRef"))
+    elif inline is None and index is not None and index.spec.ledger is not None:
+        ref = index.spec.ledger.redis_secret_ref
+        needs.append(SecretNeed(ref.name, frozenset({ref.key}),
+                                f"EmbeddingIndex {index.metadata.get('name')} ledger.redisSecretRef"))
     if spec.checkpoint is not None and spec.checkpoint.redis_secret_ref is not None:
         ref = spec.checkpoint.redis_secret_ref
         needs.append(SecretNeed(ref.name, frozenset({ref.key}), "checkpoint.redisSecretRef"))

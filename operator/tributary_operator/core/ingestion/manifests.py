@@ -156,6 +156,10 @@ def worker_env(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults
     if spec.ledger is not None:
         ref = spec.ledger.redis_secret_ref
         env.append(_secret_env(ENV.LEDGER_URL, ref.name, ref.key))
+    elif target.ledger_secret is not None:
+        # An indexRef run writes through the index's shared ledger, which a re-embedding's catch-up
+        # compares: a private ledger would hide the run's writes from it.
+        env.append(_secret_env(ENV.LEDGER_URL, *target.ledger_secret))
     else:
         # No shared ledger: versions are fenced within each shard only (see the field's description).
         env.append(_env(ENV.LEDGER_URL, "/var/lib/tributary/ledger.sqlite"))
