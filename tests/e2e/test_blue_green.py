@@ -207,3 +207,47 @@ def test_a_failed_gate_keeps_the_active_collection_serving(kube, namespace, stre
         assert client.has_collection(candidate)  # kept for inspection
     finally:
         client.close()
+
+
+def test_an_operator_killed_in_each_phase_resumes_to_the_same_end(kube, namespace, streamed_index, milvus_server,
+                                                                   second_model, operator, tmp_path):
+    import re
+
+    from harness.operator import launch
+    from tributary_workers.localservers import stop
+
+    alias, original, _ = streamed_index
+    patch_index(kube, namespace, {"model": {"name": str(second_model), "dimension": DERIVED_DIMENSION}})
+    running, killed, jobs_seen = operator, [], set()
+    try:
+        def step():
+            nonlocal running
+            o = get_index(kube, namespace, "handbook")
+            jobs_seen.update(j["metadata"]["name"] for j in get_json(kube, namespace, "jobs")["items"])
+            phase = o["status"].get("phase")
+            if phase in ("Backfilling", "CatchingUp", "Swapping") and phase not in killed:
+                running.proc.kill()  # SIGKILL: no handler finishes, nothing is cleaned up
+                running.proc.wait(timeout=10)
+                killed.append(phase)
+                running = launch(kube.kubeconfig, namespace, tmp_path / f"operator-{len(killed)}.log")
+            done = phase == "Ready" and o["status"].get("activeCollection") != original
+            return (done or phase == "Failed") and o
+
+        ei = wait_for(step, timeout=480, interval=0.3, message="the re-embedding finished across operator restarts")
+    finally:
+        if running is not operator:
+            stop(running.proc)
+    print(f"operator killed in: {', '.join(killed)}")
+    assert ei["status"]["phase"] == "Ready", ei["status"]
+    assert {"Backfilling", "CatchingUp"} <= set(killed), killed
+    candidate = ei["status"]["activeCollection"]
+    assert alias_target(milvus_server.uri, alias) == candidate and ei["status"]["previousCollection"] == original
+    client = open_client(milvus_server.uri)
+    try:
+        made = {c for c in client.list_collections() if re.fullmatch(rf"{alias}_[0-9a-f]{{8}}", c)}
+    finally:
+        client.close()
+    assert made == {original, candidate}  # no second candidate
+    for kind in ("backfill", "catchup", "validate", "swap"):  # one Job per step, never a second
+        assert len([j for j in jobs_seen if f"-{kind}-" in j]) <= 1, sorted(jobs_seen)
+    assert versions(rows_of(milvus_server.uri, alias)) == {f"doc-{d:03d}.md": {1} for d in range(DOCS)}

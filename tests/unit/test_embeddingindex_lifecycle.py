@@ -223,3 +223,24 @@ def test_a_running_ingestion_holds_the_swap_and_the_catchup_runs_again():
     assert "nightly" in next(c.message for c in back.conditions if c.type == "Progressing")
     done = decide(index({**BUILDING, "phase": "Swapping"}, model=NEW_MODEL), {}, (), NOW)
     assert done.run.step is Step.SWAP
+
+
+def with_annotation(status, **spec) -> EmbeddingIndex:
+    return EmbeddingIndex.from_body({"metadata": {"name": "handbook", "namespace": "ns", "generation": 3,
+                                                  "annotations": {"tributary.dev/rollback": "true"}},
+                                     "spec": {**BASE, **spec}, "status": status})
+
+
+def test_the_rollback_annotation_serves_the_previous_collection_until_it_is_removed():
+    asked = with_annotation(SWAPPED, model=NEW_MODEL)  # the spec names the new model; kubectl asks for the old
+    plan = decide(asked, {}, (), NOW)
+    assert plan.fields["phase"] == "RollingBack" and plan.run.collection == "handbook_old"
+    done = job_of(asked, Step.SWAP, report(Step.SWAP, True, "Swapped"), collection="handbook_old", source=CANDIDATE)
+    back = decide(with_annotation({**SWAPPED, "phase": "RollingBack"}, model=NEW_MODEL), done, (), NOW)
+    assert back.fields["activeCollection"] == "handbook_old"
+    rolled = {**SWAPPED, **{k: v for k, v in back.fields.items() if v is not None}}
+    rolled = {k: v for k, v in rolled.items() if back.fields.get(k, 0) is not None}
+    held = decide(with_annotation(rolled, model=NEW_MODEL), {}, (), NOW)
+    assert held.run is None and conditions(held)["ReembedPending"] == (True, "RollbackRequested")
+    forward = decide(index(rolled, model=NEW_MODEL), {}, (), NOW)  # annotation removed: straight back
+    assert forward.fields["phase"] == "RollingBack" and forward.run.collection == CANDIDATE

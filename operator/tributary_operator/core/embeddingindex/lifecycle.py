@@ -40,6 +40,7 @@ from tributary_operator.core.embeddingindex.steps import StepRequest, step_job_n
 from tributary_operator.core.targets import active_spec
 
 MAX_MESSAGE = 1024
+ROLLBACK_ANNOTATION = "tributary.dev/rollback"  # "true": serve the previous collection, whatever the spec says
 GATE_CONDITIONS = ("DocumentRatio", "Dimension", "Metric", "SelfRetrieval", "QueryOverlap")
 
 
@@ -155,6 +156,16 @@ def decide(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], pipelines: Sequence[
     wanted = spec_hash(spec)
     ready = _ready(ei)
     up_to_date = status.active_spec_hash in (None, wanted)
+    if str((ei.metadata.get("annotations") or {}).get(ROLLBACK_ANNOTATION, "")).lower() == "true":
+        if up_to_date and status.previous_collection and not status.retiring:
+            return _roll_back(ei, jobs, now, ready)
+        where = (f"alias {spec.alias} stays on {status.active_collection}" if not up_to_date or not status.previous_collection
+                 else f"{status.previous_collection} is being retired")
+        return Lifecycle({"phase": IndexPhase.READY.value}, (ready, ConditionSpec(
+            "ReembedPending", not up_to_date, "RollbackRequested",
+            f"annotation {ROLLBACK_ANNOTATION}=true: {where}; nothing is built, swapped or retired until it is "
+            f"removed (then the spec's collection is served again, straight away while it is kept)"),
+            _progressing(False, "RollbackRequested", f"held by annotation {ROLLBACK_ANNOTATION}")))
 
     if up_to_date:
         fields: dict[str, Any] = {"phase": IndexPhase.READY.value}
