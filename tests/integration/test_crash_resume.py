@@ -97,3 +97,21 @@ def test_sigkill_mid_run_then_resume_is_exact(tmp_path, milvus_server, collectio
     repeat = json.loads(again.stdout.strip().splitlines()[-1])
     assert (repeat["documents_succeeded"], repeat["chunks_written"]) == (DOCS, len(want))
     assert "already completed" in again.stderr
+
+
+def test_an_index_s_collection_is_not_created_by_a_batch_write(tmp_path, milvus_server, collection_name, worker_env):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 2, paragraphs=1)
+    args = WORKER + [
+        "--source", str(corpus), "--collection", collection_name, "--milvus-uri", milvus_server.uri,
+        "--ledger", str(tmp_path / "ledger.sqlite"), "--checkpoint", str(tmp_path / "c.sqlite")]
+    refused = subprocess.run(args, env={**worker_env, "TRIBUTARY_CREATE_COLLECTION": "false"}, capture_output=True,
+                             text=True, timeout=300)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode != 0 and last == f"tributary-batch-worker: error: collection {collection_name} does not exist"
+    assert "Traceback" not in refused.stderr
+    client = open_client(milvus_server.uri)
+    try:
+        assert not client.has_collection(collection_name)
+    finally:
+        client.close()

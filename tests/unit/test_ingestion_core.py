@@ -307,3 +307,17 @@ def test_an_index_ref_run_without_its_own_ledger_uses_the_index_s_shared_ledger(
     own = env_of(build_job(make_ij(target={"indexRef": {"name": "handbook"}}), "r", index_target(index),
                            OperatorDefaults()))
     assert own["TRIBUTARY_LEDGER_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis"  # its own wins
+
+
+def test_only_inline_targets_may_create_their_collection():
+    from tributary_operator.api.v1alpha1 import EmbeddingIndex
+    from tributary_operator.core.targets import index_target
+
+    index = EmbeddingIndex.from_body({"metadata": {"name": "handbook", "namespace": "rag"}, "spec": {
+        "milvus": {"uri": "http://milvus:19530"}, "alias": "handbook",
+        "model": {"name": "sentence-transformers/all-MiniLM-L6-v2"}}, "status": {"activeCollection": "handbook_1"}})
+    ij = make_ij(target={"indexRef": {"name": "handbook"}})
+    assert env_of(build_job(ij, "r", index_target(index), OperatorDefaults()))["TRIBUTARY_CREATE_COLLECTION"][
+        "value"] == "false"
+    assert "TRIBUTARY_CREATE_COLLECTION" not in env_of(build_job(make_ij(), "r", inline_target(make_ij().spec),
+                                                                 OperatorDefaults()))

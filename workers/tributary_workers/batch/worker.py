@@ -82,6 +82,7 @@ class BatchConfig(PipelineSettings):
     max_concurrency: int = defaults.MAX_CONCURRENCY
     embed_batch_size: int = defaults.BATCH_EMBED_BATCH_SIZE
     bulk_load: bool = False
+    create_collection: bool = True  # False: an EmbeddingIndex's collection, never made (or remade) by a write
     prune: bool = False  # remove documents this source wrote whose file is no longer listed
     prune_max_fraction: float = DEFAULT_MAX_FRACTION
     source_id: str | None = None  # who "this source" is for provenance; default: sources and filters
@@ -139,6 +140,7 @@ class BatchWorker:
         self.writer = MilvusWriter(cfg.writer_config(
             cfg.milvus_uri, cfg.collection, self.embedder,
             bulk_load=cfg.bulk_load, bulk_load_run=f"{cfg.job_id}/{cfg.collection}",
+            create_if_missing=cfg.create_collection,
         ))
         self.checkpoints = open_checkpoint_store(cfg.checkpoint_url)
         self.ledger = open_ledger(cfg.ledger_url, namespace=cfg.collection)

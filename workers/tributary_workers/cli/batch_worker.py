@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bulk-load", action="store_true", default=from_env(ENV.BULK_LOAD, "") == "true",
                    help=f"initial load into an empty collection (env {ENV.BULK_LOAD}=true)")
     add_prune_options(p, from_environment=True)
+    p.add_argument("--no-create", dest="create_collection", action="store_false",
+                   default=from_env(ENV.CREATE_COLLECTION, "true") != "false",
+                   help=f"fail when the collection does not exist instead of creating it (env {ENV.CREATE_COLLECTION}=false)")
     p.add_argument("--source-id", default=from_env(ENV.SOURCE_ID),
                    help=f"names this source for pruning (env {ENV.SOURCE_ID}); default: the sources and filters")
     add_milvus_index_options(p)
@@ -94,7 +97,7 @@ def config_from_args(args):
         embed_batch_size=args.embed_batch_size, model=args.model, dimension=args.dimension,
         backend=args.backend, quantize=args.quantize,
         chunking=ChunkerConfig(max_tokens=args.max_tokens, overlap_tokens=args.overlap_tokens),
-        bulk_load=args.bulk_load, replicas=args.replicas, metric_type=args.metric_type,
+        bulk_load=args.bulk_load, create_collection=args.create_collection, replicas=args.replicas, metric_type=args.metric_type,
         index_type=args.index_type, index_params=args.index_params, db_name=args.milvus_database,
         max_seq_length=args.max_sequence_length, rerun_completed=args.job_id is None,
         prune=args.prune, prune_max_fraction=args.prune_max_fraction, source_id=args.source_id,

@@ -151,6 +151,8 @@ def worker_env(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults
         env.append(_env(ENV.MAX_TOKENS, target.max_tokens))
     if spec.mode is IngestionMode.INITIAL_LOAD:
         env.append(_env(ENV.BULK_LOAD, "true"))
+    if spec.target.index_ref is not None:  # the EmbeddingIndex made it; a dropped one is not remade
+        env.append(_env(ENV.CREATE_COLLECTION, "false"))
     if target.credentials_secret:
         env.append(_secret_env(ENV.MILVUS_TOKEN, target.credentials_secret, "MILVUS_TOKEN"))
     if spec.ledger is not None:
