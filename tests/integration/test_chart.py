@@ -46,6 +46,8 @@ KUBE_CALLS: dict[str, list[Permission]] = {
     "replace_namespaced_lease": [("coordination.k8s.io", "leases", "update")],
     # get_custom(namespace, plural, name): today embeddingindexes (an indexRef), any kind tomorrow.
     "get_namespaced_custom_object": [("tributary.dev", kind, "get") for kind in KINDS],
+    # An EmbeddingIndex reads its StreamPipelines' routing and its running IngestionJobs (kopf lists them too).
+    "list_namespaced_custom_object": [("tributary.dev", kind, "list") for kind in ("streampipelines", "ingestionjobs")],
     # A StreamPipeline's worker Deployment, and its status written from the autoscaler daemon.
     "create_namespaced_deployment": [("apps", "deployments", "create")],
     "read_namespaced_deployment": [("apps", "deployments", "get")],
