@@ -6,7 +6,8 @@ stream workers, a real redis-server (queue and ledgers) and a real milvus-lite s
   locally), edits and deletes published during the re-embedding land in both collections, the
   alias moves to the candidate, every live document is there once at its newest version;
 - reverting the spec swaps the alias straight back, without a backfill, and loses no update;
-- a validation gate that fails leaves the active collection serving and says why.
+- a validation gate that fails leaves the active collection serving and says why (and a drift check
+  of the active collection shows in status.drift).
 """
 
 from __future__ import annotations
@@ -191,6 +192,13 @@ def test_reembedding_dual_writes_swaps_and_rolls_back(kube, namespace, streamed_
 def test_a_failed_gate_keeps_the_active_collection_serving(kube, namespace, streamed_index, milvus_server,
                                                            tmp_path_factory):
     alias, original, _ = streamed_index
+    # spec.drift: the first check runs at once and shows what it counted (issue: sync semantics)
+    patch_index(kube, namespace, {"drift": {"intervalSeconds": 60}})
+    ei = wait_for(lambda: ((o := get_index(kube, namespace, "handbook"))["status"].get("drift") or {}).get(
+        "documents") is not None and o, timeout=90, message="a drift check of the active collection")
+    assert ei["status"]["drift"] == {**ei["status"]["drift"], "collection": original, "documents": DOCS,
+                                     "orphans": 0, "foreign": 0}
+    assert condition(ei, "Drifted")["status"] == "False"
     broken = collapsed_model(tmp_path_factory.mktemp("models") / "collapsed-256")
     patch_index(kube, namespace, {"model": {"name": str(broken), "dimension": DERIVED_DIMENSION},
                                   "validation": {"sampleSize": 20, "topK": 1}})

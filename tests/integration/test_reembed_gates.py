@@ -281,3 +281,27 @@ def test_retire_with_a_sqlite_ledger_deletes_only_that_namespace(milvus_server, 
     assert (code, report.reason, report.counts) == (EXIT_OK, "Retired", {"rows": 0, "keys": 1})
     assert SQLiteLedger(path, gone).get("doc-00") is None
     assert SQLiteLedger(path, kept).get("doc-00") is not None
+
+
+def test_drift_counts_orphan_and_foreign_rows_of_a_collection(milvus_server, redis_server, tmp_path):
+    name = build(milvus_server.uri, redis_server.url, unique("drift"), TOPICS[:5], None)
+    code, clean = admin("drift", "--milvus-uri", milvus_server.uri, "--collection", name,
+                        "--ledger", redis_server.url, report=tmp_path / "clean")
+    assert code == 0 and clean.ok and clean.reason == "Clean"
+    assert clean.counts == {"documents": 5, "orphans": 0, "foreign": 0}
+    client = open_client(milvus_server.uri)
+    try:
+        row = client.query(name, filter='doc_id == "doc-00"', output_fields=["*"], limit=1)[0]
+        planted = [{**row, "pk": "planted-orphan", "doc_id": "planted"},  # no ledger record fences it
+                   {**row, "pk": "planted-foreign", "chunk_index": 9, "model_id": "someone/else"}]
+        client.upsert(name, planted)
+    finally:
+        client.close()
+    code, found = admin("drift", "--milvus-uri", milvus_server.uri, "--collection", name,
+                        "--ledger", redis_server.url, report=tmp_path / "found")
+    assert code == 0 and not found.ok and found.reason == "OrphanRows"
+    assert found.counts == {"documents": 6, "orphans": 1, "foreign": 1}
+    assert "planted" in found.message and "doc-00" in found.message
+    code, _ = admin("drift", "--milvus-uri", milvus_server.uri, "--collection", "missing_collection",
+                    "--ledger", redis_server.url)
+    assert code != 0

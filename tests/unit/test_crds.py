@@ -228,6 +228,7 @@ def test_cel_rules_are_emitted_where_the_models_declare_them():
         ("StreamPipeline", ".spec.worker"): [env],
         ("StreamPipeline", ".spec.backpressure"): ["self.lowWatermark < self.highWatermark"],
         ("EmbeddingIndex", ""): [name_63],
+        ("EmbeddingIndex", ".spec"): ["!has(self.drift) || has(self.ledger)"],
         ("EmbeddingIndex", ".spec.model"): [model, quantize],
         ("EmbeddingIndex", ".spec.chunking"): ["!has(self.maxTokens) || self.overlapTokens < self.maxTokens"],
         **{("EmbeddingIndex", f".status.{kept}.model"): [model, quantize] for kept in ("activeSpec", "previousSpec")},

@@ -244,3 +244,33 @@ def test_the_rollback_annotation_serves_the_previous_collection_until_it_is_remo
     assert held.run is None and conditions(held)["ReembedPending"] == (True, "RollbackRequested")
     forward = decide(index(rolled, model=NEW_MODEL), {}, (), NOW)  # annotation removed: straight back
     assert forward.fields["phase"] == "RollingBack" and forward.run.collection == CANDIDATE
+
+
+def test_drift_is_checked_once_per_interval_and_shown_in_status():
+    spec = {"drift": {"intervalSeconds": 600}}
+    first = decide(index(SERVING, **spec), {}, (), NOW)
+    assert first.run.step is Step.DRIFT and first.run.collection == "handbook_old"
+    name = step_job_name(index(SERVING, **spec), first.run)
+    found = StepReport(Step.DRIFT, False, "OrphanRows", "handbook_old: 2 without a live ledger record",
+                       {"documents": 40, "orphans": 2, "foreign": 0})
+    read = decide(index(SERVING, **spec), {name: StepJob(name, succeeded=True, reports=(found,))}, (), NOW)
+    assert read.fields["drift"] == {"checkedAt": "2026-12-03T12:00:00Z", "collection": "handbook_old",
+                                    "documents": 40, "orphans": 2, "foreign": 0}
+    assert conditions(read)["Drifted"] == (True, "OrphanRows") and read.delete == (name,)
+    assert read.event[:2] == ("Warning", "OrphanRows")
+    recent = {**SERVING, "drift": {"checkedAt": "2026-12-03T11:55:00Z", "collection": "handbook_old"}}
+    assert decide(index(recent, **spec), {}, (), NOW).run is None  # 5 of 10 minutes
+    stale = {**SERVING, "drift": {"checkedAt": "2026-12-03T11:45:00Z", "collection": "handbook_old"}}
+    again = decide(index(stale, **spec), {}, (), NOW).run
+    assert again.step is Step.DRIFT and step_job_name(index(stale, **spec), again) != "x"
+    assert decide(index(SERVING), {}, (), NOW).run is None  # off without spec.drift
+    moved = {**recent, "activeCollection": "handbook_new"}  # a swap: the new active is checked at once
+    assert decide(index(moved, **spec), {}, (), NOW).run.collection == "handbook_new"
+
+
+def test_drift_needs_the_shared_ledger():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="drift needs spec.ledger"):
+        EmbeddingIndex.from_body({"metadata": {"name": "h", "namespace": "ns"}, "spec": {
+            **{k: v for k, v in BASE.items() if k != "ledger"}, "drift": {"intervalSeconds": 600}}})

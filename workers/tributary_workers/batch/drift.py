@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tributary_workers.contract.reembed import Step, StepReport
 from tributary_workers.ledger import LedgerRecord, Provenance
 
 
@@ -69,3 +70,35 @@ def find_drift(collection: str, model_id: str | None, rows: Mapping[str, RowSumm
         elif origin in listed and record is not None and not record.deleted and listed[origin] > record.fence:
             report.stale.append(doc_id)
     return report
+
+
+def row_summaries(client: Any, collection: str) -> dict[str, RowSummary]:
+    """What the collection holds, per document: its row versions, model ids and chunk count."""
+    gathered: dict[str, tuple[set[int], set[str], int]] = {}
+    iterator = client.query_iterator(collection, batch_size=1000, filter="",
+                                     output_fields=["doc_id", "version", "model_id"])
+    while batch := iterator.next():
+        for row in batch:
+            versions, models, chunks = gathered.setdefault(row["doc_id"], (set(), set(), 0))
+            versions.add(row["version"])
+            models.add(row["model_id"])
+            gathered[row["doc_id"]] = (versions, models, chunks + 1)
+    iterator.close()
+    return {d: RowSummary(frozenset(v), frozenset(m), n) for d, (v, m, n) in gathered.items()}
+
+
+def index_drift(report: DriftReport) -> StepReport:
+    """An EmbeddingIndex's periodic check: what needs no source to tell (orphans, foreign rows)."""
+    counts = {"documents": report.documents, "orphans": len(report.orphans), "foreign": len(report.foreign)}
+    if not (report.orphans or report.foreign):
+        return StepReport(Step.DRIFT, True, "Clean", f"{report.documents} documents in {report.collection}, "
+                          "every row fenced by the ledger and of the collection's model", counts)
+    parts = []
+    if report.orphans:
+        parts.append(f"{len(report.orphans)} without a live ledger record (e.g. {', '.join(report.orphans[:3])}): "
+                     "`tributary drift --fix` removes them")
+    if report.foreign:
+        parts.append(f"{len(report.foreign)} with rows of another model than {report.model_id} "
+                     f"(e.g. {', '.join(report.foreign[:3])}): only a re-embedding replaces them")
+    reason = "OrphanRows" if report.orphans else "ForeignModelRows"
+    return StepReport(Step.DRIFT, False, reason, f"{report.collection}: " + "; ".join(parts), counts)

@@ -36,7 +36,7 @@ def glob_escape(doc_id: str) -> str:
 
 
 def _drift(args) -> int:
-    from tributary_workers.batch.drift import RowSummary, find_drift
+    from tributary_workers.batch.drift import find_drift, row_summaries
     from tributary_workers.batch.worker import BatchConfig
     from tributary_workers.ledger import open_ledger
     from tributary_workers.pipeline.sources import open_source
@@ -53,19 +53,9 @@ def _drift(args) -> int:
         if not client.has_collection(args.index):
             raise FatalError(f"index {args.index!r} does not exist in Milvus at {uri}")
         properties = client.describe_collection(args.index).get("properties") or {}
-        gathered: dict[str, tuple[set[int], set[str], int]] = {}
-        iterator = client.query_iterator(args.index, batch_size=1000, filter="",
-                                         output_fields=["doc_id", "version", "model_id"])
-        while batch := iterator.next():
-            for row in batch:
-                versions, models, chunks = gathered.setdefault(row["doc_id"], (set(), set(), 0))
-                versions.add(row["version"])
-                models.add(row["model_id"])
-                gathered[row["doc_id"]] = (versions, models, chunks + 1)
-        iterator.close()
+        rows = row_summaries(client, args.index)
     finally:
         client.close()
-    rows = {d: RowSummary(frozenset(v), frozenset(m), n) for d, (v, m, n) in gathered.items()}
     listing = open_source(source, include=args.include, exclude=args.exclude)
     listing.warm_up()
     refs = {ref.doc_id: ref for ref in listing.list()}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tributary_workers.cli import index_admin_gates
+from tributary_workers.cli import index_admin_drift, index_admin_gates
 from tributary_workers.cli.args import (
     EXIT_OK,
     Parser,
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     provision.set_defaults(func=run_provision_step)
     register_reembed(sub)  # backfill, catchup
     index_admin_gates.register(sub)  # validate, swap, retire
+    index_admin_drift.register(sub)  # the periodic check of the active collection
     return p
 
 

@@ -13,6 +13,9 @@ pure lifecycle reads it back. Counts and gates are what status and conditions sh
     validate  finishes the candidate's bulk load (index, replicas), then the gates below
     swap      points the alias at the candidate, only if it still points at the expected collection
     retire    drops a collection no alias points at, with its ledger namespace and repair set
+
+The same report carries the periodic ``drift`` check of the active collection (rows without a
+live ledger record, rows of another model), which the operator shows as ``status.drift``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Step(StrEnum):
     VALIDATE = "validate"
     SWAP = "swap"
     RETIRE = "retire"
+    DRIFT = "drift"  # not a re-embedding step: the periodic check of the active collection (status.drift)
 
 
 class GateName(StrEnum):

@@ -167,9 +167,31 @@ class Reembedding(ApiModel):
     )
 
 
+class DriftCheck(ApiModel):
+    """A periodic check of the active collection, shown as status.drift and condition Drifted."""
+
+    interval_seconds: int = Field(
+        3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Seconds between checks. Each runs a Job (tributary-index-admin drift) that counts "
+        "rows without a live ledger record (orphans) and rows of another model than the collection "
+        "records (foreign).",
+    )
+
+
 class EmbeddingIndexSpec(ApiModel):
     """Desired state of an EmbeddingIndex: the served alias, the model, and how collections are
     built and swapped."""
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.drift) || has(self.ledger)",
+            message="drift needs spec.ledger: orphans are rows the shared ledger does not fence",
+            check=lambda s: s.drift is None or s.ledger is not None,
+            field_path=".drift",
+        ),
+    )
 
     milvus: MilvusConnection = Field(description="Milvus instance holding the collections.")
     alias: MilvusName = Field(
@@ -192,6 +214,9 @@ class EmbeddingIndexSpec(ApiModel):
     )
     reembedding: Reembedding = Field(
         Reembedding(), description="How a candidate collection is backfilled."
+    )
+    drift: DriftCheck | None = Field(
+        None, description="Check the active collection for drift periodically (off when omitted)."
     )
 
 
@@ -222,6 +247,16 @@ class IndexPhase(StrEnum):
     READY = "Ready"
     ROLLING_BACK = "RollingBack"
     FAILED = "Failed"
+
+
+class DriftStatus(ApiModel):
+    """What the last drift check of the active collection found."""
+
+    checked_at: datetime | None = Field(None, description="When the last check finished.")
+    collection: MilvusName | None = Field(None, description="The collection checked.")
+    documents: int | None = Field(None, ge=0, description="Documents with rows in it.")
+    orphans: int | None = Field(None, ge=0, description="Documents whose rows no live ledger record fences.")
+    foreign: int | None = Field(None, ge=0, description="Documents with rows of another model than it records.")
 
 
 class EmbeddingIndexStatus(ObservedStatus):
@@ -270,6 +305,7 @@ class EmbeddingIndexStatus(ObservedStatus):
     )
     swapped_at: datetime | None = Field(None, description="When the alias last moved to another collection.")
     progress: ReembedProgress | None = Field(None, description="Progress of the running re-embedding.")
+    drift: DriftStatus | None = Field(None, description="What the last drift check found (spec.drift).")
 
 
 class EmbeddingIndex(CustomResource):

@@ -176,8 +176,10 @@ def decide(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], pipelines: Sequence[
         if status.candidate_collection:  # reverted while a candidate was built: it is dropped
             fields.update(candidateCollection=None, candidateSpecHash=None, progress=None)
         plan = _retention(ei, jobs, pipelines, now)
-        return Lifecycle({**fields, **plan.fields}, (ready, pending, *plan.conditions), plan.run,
-                         plan.delete, plan.keep, plan.event)
+        check = _drift(ei, jobs, now)
+        return Lifecycle({**fields, **plan.fields, **check.fields}, (ready, pending, *plan.conditions, *check.conditions),
+                         plan.run or check.run, plan.delete + check.delete, plan.keep + check.keep,
+                         plan.event or check.event)
 
     if status.previous_collection and wanted == status.previous_spec_hash and not status.retiring:
         return _roll_back(ei, jobs, now, ready)
@@ -420,3 +422,33 @@ def _retention(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], pipelines: Seque
     message = f"dropped {previous} and its ledger"
     return _Plan({"previousCollection": None, "previousSpec": None, "previousSpecHash": None, "retiring": None},
                  (_progressing(False, "Retired", message),), event=("Normal", "Retired", message))
+
+
+def _drift(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], now: datetime) -> _Plan:
+    """spec.drift: one check of the active collection per interval, its findings in status.drift."""
+    check, status = ei.spec.drift, ei.status
+    if check is None:
+        return _Plan()
+    last = status.drift.checked_at if status.drift else None
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    checked = status.drift is not None and status.drift.collection == status.active_collection
+    if checked and last is not None and (now - last).total_seconds() < check.interval_seconds:
+        return _Plan()
+    request = StepRequest(Step.DRIFT, status.active_collection, tick=int(now.timestamp() // check.interval_seconds))
+    name = step_job_name(ei, request)
+    job = jobs.get(name)
+    if job is None or not (job.succeeded or job.failed):
+        return _Plan(run=request, keep=(name,))
+    report = job.reports[-1] if job.reports else None
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if report is None:
+        return _Plan({"drift": {"checkedAt": stamp, "collection": status.active_collection}},
+                     (ConditionSpec("Drifted", None, "CheckFailed", (job.last_error or "the drift job failed")[:MAX_MESSAGE]),),
+                     delete=(name,))
+    counts = report.counts
+    fields = {"drift": {"checkedAt": stamp, "collection": status.active_collection,
+                        **{key: counts.get(key, 0) for key in ("documents", "orphans", "foreign")}}}
+    event = None if report.ok else ("Warning", report.reason, report.message[:MAX_MESSAGE])
+    return _Plan(fields, (ConditionSpec("Drifted", not report.ok, report.reason, report.message[:MAX_MESSAGE]),),
+                 delete=(name,), event=event)

@@ -80,7 +80,7 @@ class ChangeKind(StrEnum):
 
 
 # Fields by what a change of them needs; every spec field is in exactly one (a unit test checks).
-IN_PLACE_FIELDS = ("serving", "validation", "retention", "ledger", "reembedding")
+IN_PLACE_FIELDS = ("serving", "validation", "retention", "ledger", "reembedding", "drift")
 ESSENCE_FIELDS = ("model", "chunking", "index")
 PLACE_FIELDS = ("milvus", "alias")
 

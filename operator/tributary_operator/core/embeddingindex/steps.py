@@ -31,10 +31,12 @@ class StepRequest:
     collection: str
     source: str | None = None
     rechunk: bool = False
+    tick: int | None = None  # a periodic step's period (drift): one Job per period
 
 
 def step_job_name(ei: EmbeddingIndex, request: StepRequest) -> str:
-    key = json.dumps([request.collection, request.source], separators=(",", ":"))
+    key = json.dumps([request.collection, request.source] + ([request.tick] if request.tick is not None else []),
+                     separators=(",", ":"))
     suffix = f"-{request.step.value}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
     return f"{ei.metadata['name'][:MAX_JOB_NAME - len(suffix)]}{suffix}"
 
