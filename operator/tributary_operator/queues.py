@@ -1,7 +1,7 @@
 """What the operator reads and writes in a StreamPipeline's Redis: the group's backlog, the routing
-record, the backpressure record producers follow, and consumers of pods that are gone. Plain functions over a redis client; every Redis
-error becomes ``QueueObservation(reachable=False)`` or ``RedisUnavailable`` with one line, never
-the URL (it may hold a password).
+record, the backpressure record producers follow, and consumers of pods that are gone. Plain
+functions over a redis client; every Redis error becomes ``QueueObservation(reachable=False)`` or
+``RedisUnavailable`` with one line, never the URL (it may hold a password).
 """
 
 from __future__ import annotations

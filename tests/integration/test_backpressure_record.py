@@ -6,9 +6,12 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -152,4 +155,25 @@ def test_the_gateway_answers_429_under_the_record(redis_server, conn, collection
         assert "tributary_gateway_watermarks_from_operator 0.0" in metrics
         assert f'tributary_gateway_watermark{{bound="high"}} {float(defaults.HIGH_WATERMARK)}' in metrics
     assert stream.length() == 10
+    stream.close()
+
+
+def test_tributary_publish_says_it_follows_the_record_and_gives_up_under_it(redis_server, conn, collection_name,
+                                                                             worker_env, tmp_path):
+    names = StreamNames.for_index(collection_name)
+    stream = RedisStream.from_url(redis_server.url, names)
+    stream.ensure_group()
+    stream.add_many([{"event": "{}"}] * 3)
+    operator_writes(conn, names.stream, high=3, low=1)
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(event("a")) + "\n")
+    run = subprocess.run([str(Path(sys.executable).parent / "tributary"), "--redis", redis_server.url, "publish",
+                          "--index", collection_name, "--timeout", "1", str(events)],
+                         env=worker_env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines[0] == (f"tributary publish: backpressure of stream {names.stream}: following StreamPipeline "
+                        "ns/live (high watermark 3, low 1)")
+    assert len(lines) == 2 and "gave up after" in lines[1] and "backlog 3 reached the high watermark 3" in lines[1]
+    assert stream.length() == 3
     stream.close()
