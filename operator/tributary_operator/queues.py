@@ -121,6 +121,18 @@ def publish_backpressure(conn: redis.Redis, stream: str, state: BackpressureReco
         raise RedisUnavailable(one_line(exc)) from None
 
 
+def forget_backpressure(conn: redis.Redis, stream: str, pipeline: str) -> None:
+    """Delete the stream's backpressure record when it is this pipeline's (being deleted), so
+    producers fall back to their flags now rather than after the TTL."""
+    key = backpressure_key(stream)
+    try:
+        record = parse_backpressure(conn.get(key))
+        if record is not None and record.pipeline == pipeline:
+            conn.delete(key)
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailable(one_line(exc)) from None
+
+
 # Atomic: a consumer is deleted only if, at that instant, it still has no pending entries (XGROUP
 # DELCONSUMER drops a consumer's pending entries, which no one could then claim).
 _DELETE_IDLE_CONSUMERS = """

@@ -7,8 +7,8 @@ real milvus-lite server.
 - Redis unreachable: Degraded, replicas held, recovered without a hand;
 - an HPA on the workers: the operator stands back (ScalingActive=False, ExternalAutoscaler);
 - a changed spec rolls the Deployment; a missing index or Secret is named on the object;
-- spec.backpressure reaches `tributary publish` through the operator's record of the stream, which
-  expires once the pipeline is gone.
+- spec.backpressure reaches `tributary publish` through the operator's record of the stream (with a
+  TTL), which goes with the pipeline.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def test_a_restarted_operator_takes_over_the_same_workers(kube, namespace, ready
         stop(again.proc)
 
 
-def test_spec_backpressure_reaches_the_producers_and_expires_with_the_pipeline(
+def test_spec_backpressure_reaches_the_producers_and_goes_with_the_pipeline(
         kube, namespace, ready_index, stream_redis, redis_server, tmp_path):
     apply(kube, namespace, pipeline(replicas={"min": 0, "max": 1},
                                     scaling={"pollingIntervalSeconds": 1, "scaleToZero": True},
@@ -301,6 +301,13 @@ def test_spec_backpressure_reaches_the_producers_and_expires_with_the_pipeline(
     assert released.returncode == 0, released.stderr
     assert stream_redis.xlen("docs:live") == 26
 
+    # A longer polling interval: a longer TTL, written at once (then its expiry cannot pass for the deletion).
+    apply(kube, namespace, pipeline(replicas={"min": 0, "max": 1},
+                                    scaling={"pollingIntervalSeconds": 10, "scaleToZero": True},
+                                    backpressure={"highWatermark": 20, "lowWatermark": 5}))
+    wait_for(lambda: json.loads(stream_redis.get(key))["ttl"] == 30, timeout=30, message="the TTL follows the spec")
+    started = time.monotonic()
     kube.kubectl("-n", namespace, "delete", "streampipeline", "live")
-    wait_for(lambda: not stream_redis.exists(key), timeout=30, interval=0.5,
-             message="the deleted pipeline's record expires: it throttles no one")
+    wait_for(lambda: not stream_redis.exists(key), timeout=30, interval=0.2,
+             message="the deleted pipeline's record is gone: it throttles no one")
+    assert time.monotonic() - started < 15, "deleted with the pipeline, not left to expire after 30 s"

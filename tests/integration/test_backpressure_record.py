@@ -117,8 +117,8 @@ def test_a_new_producer_adopts_the_pipelines_backpressured_state(redis_server, c
     stream.add_many([{"event": "{}"}] * 3)
     operator_writes(conn, names.stream, high=5, low=2, on=True)
     with Producer(redis_server.url, collection_name, timeout_s=0.5, refresh_s=0) as producer:
-        with pytest.raises(BackpressureError, match="high watermark 5 of StreamPipeline ns/live; publishing "
-                                                    "resumes at 2 or below"):
+        with pytest.raises(BackpressureError, match="backlog 3 is above 2 since it reached the high watermark 5 "
+                                                    "of StreamPipeline ns/live; publishing resumes at 2 or below"):
             producer.publish(event("x"))
     # a record about another consumer group is not this producer's: its flags apply
     operator_writes(conn, names.stream, high=5, low=2, on=True, group="someone-else")

@@ -142,6 +142,16 @@ def test_the_backpressure_record_is_written_with_a_ttl_and_only_when_it_changed(
     assert read_backpressure(conn, stream) == state()
 
 
+def test_a_deleted_pipeline_forgets_only_its_own_record(conn, stream):
+    queues.publish_backpressure(conn, stream, state(pipeline="ns/other"), ttl=30)
+    queues.forget_backpressure(conn, stream, "ns/live")
+    assert read_backpressure(conn, stream).pipeline == "ns/other"  # the stream's record is another's now
+    queues.publish_backpressure(conn, stream, state(), ttl=30)
+    queues.forget_backpressure(conn, stream, "ns/live")
+    assert not conn.exists(backpressure_key(stream))
+    queues.forget_backpressure(conn, stream, "ns/live")  # nothing there: nothing to do
+
+
 def test_publishing_backpressure_to_an_unreachable_redis_is_one_line_without_the_url():
     dead = queues.client_for("redis://:s3cret@127.0.0.1:1/0")
     with pytest.raises(queues.RedisUnavailable) as caught:

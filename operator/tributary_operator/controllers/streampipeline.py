@@ -47,6 +47,8 @@ def run_pipeline(stopped: kopf.DaemonStopped, body: kopf.Body, logger: logging.L
         while not stopped:
             stopped.wait(loop.tick())
     finally:
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            loop.forget_backpressure()  # not on an operator restart: the next operator goes on writing it
         metrics.pipeline_forgotten(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
@@ -63,6 +65,7 @@ class PipelineLoop:
         self.wake: tuple[Any, str, str] | None = None  # (redis client, stream, group) while at zero
         self.interval = 15.0
         self.scaling = False
+        self.published: tuple[Any, str, str] | None = None  # (redis client, stream, pipeline) of the record
 
     def tick(self) -> float:
         """One step; returns how long to wait before the next."""
@@ -204,6 +207,16 @@ class PipelineLoop:
                 self.logger.debug("backpressure record of %s: %s", sp.spec.queue.stream, state.to_json())
         except queues.RedisUnavailable:
             return  # the observation says it too: Degraded; the key expires on its own
+        self.published = (conn, sp.spec.queue.stream, state.pipeline)
+
+    def forget_backpressure(self) -> None:
+        """The pipeline is deleted: its record goes now, not after its TTL."""
+        if self.published is not None:
+            try:
+                queues.forget_backpressure(*self.published)
+            except queues.RedisUnavailable:
+                return  # it expires on its own
+            self.logger.info("deleted: the backpressure record of %s is removed", self.published[1])
 
     def _delete_gone_consumers(self, conn, sp: StreamPipeline, live: set[str], index: str) -> None:
         try:

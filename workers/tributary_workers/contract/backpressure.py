@@ -15,8 +15,8 @@ stream (keys.backpressure_key)::
 - ``at``, ``ttl``    when it was written (unix seconds) and its Redis expiry (seconds).
 
 The key expires (``ttl_for_interval``: 3 polling intervals, at least 10 s), so a stopped operator
-or a deleted pipeline never throttles producers for longer than that; the operator rewrites it when
-its content changes or half the TTL is spent. A record older than its ``ttl`` (a clock skew, a key
+never throttles producers for longer than that (a deleted pipeline's record is removed at once);
+the operator rewrites it when its state changes or half the TTL is spent. A record older than its ``ttl`` (a clock skew, a key
 someone made persistent) is stale: its watermarks still count, its ``on`` does not.
 ``parse_backpressure`` is tolerant: anything invalid is None, as if there were no record (unknown
 fields are ignored, so a newer operator's record still reads).

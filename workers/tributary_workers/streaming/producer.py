@@ -11,8 +11,8 @@ behaviour under backpressure:
 Hysteresis (backpressure.py): producers are held once the backlog reaches the high watermark and
 released once it has fallen to the low one. The watermarks are the operator's record of the stream
 when there is one (the StreamPipeline's ``spec.backpressure``, and its Backpressure state), else
-``high_watermark`` / ``low_watermark``. A held producer waits with exponential backoff (at least Retry-After
-for the gateway) and, when ``timeout_s`` passes without being released, raises
+``high_watermark`` / ``low_watermark``. A held producer waits with exponential backoff (at least
+Retry-After for the gateway) and, when ``timeout_s`` passes without being released, raises
 ``BackpressureError``. Both fill ``produced_at`` when an event lacks it.
 """
 
@@ -114,8 +114,9 @@ class Producer:
         self.stats.throttled += 1
         while throttled:
             rule = self.monitor.rule
+            reached = "reached" if backlog >= rule.high else f"is above {rule.low} since it reached"
             self.stats.waited_s += backoff.wait(
-                detail=f" (backlog {backlog} reached the high watermark {rule.high}"
+                detail=f" (backlog {backlog} {reached} the high watermark {rule.high}"
                        + (f" of StreamPipeline {rule.pipeline}" if rule.pipeline else "")
                        + f"; publishing resumes at {rule.low} or below)")
             throttled, backlog = self.monitor.check(force=True)

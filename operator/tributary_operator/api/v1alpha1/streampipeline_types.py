@@ -143,8 +143,9 @@ class Backpressure(ApiModel):
         "the Backpressure condition becomes True and producers of the stream (`tributary publish`, "
         "the gateway) hold back. The operator writes it with the condition to the Redis key "
         "tributary:backpressure:{stream}, which producers follow over their --high-watermark and "
-        "--low-watermark flags; the key expires after 3 pollingIntervalSeconds (at least 10 s) "
-        "without the operator, and producers fall back to their flags.",
+        "--low-watermark flags; it is removed with the pipeline and expires after 3 "
+        "pollingIntervalSeconds (at least 10 s) without the operator: then producers fall back to "
+        "their flags.",
     )
     low_watermark: int = Field(
         shared.LOW_WATERMARK,
