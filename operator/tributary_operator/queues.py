@@ -1,7 +1,7 @@
 """What the operator reads and writes in a StreamPipeline's Redis: the group's backlog, the routing
-record, and consumers of pods that are gone. Plain functions over a redis client; every Redis
-error becomes ``QueueObservation(reachable=False)`` or ``RedisUnavailable`` with one line, never
-the URL (it may hold a password).
+record, the backpressure record producers follow, and consumers of pods that are gone. Plain
+functions over a redis client; every Redis error becomes ``QueueObservation(reachable=False)`` or
+``RedisUnavailable`` with one line, never the URL (it may hold a password).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import threading
 from typing import Any
 
 import redis
-from tributary_workers.contract.keys import applied_key
+from tributary_workers.contract.backpressure import BackpressureRecord, parse_backpressure
+from tributary_workers.contract.keys import applied_key, backpressure_key
 from tributary_workers.contract.routing import RoutingError, Target, all_applied, read_routing, write_routing
 
 from tributary_operator.core.streampipeline.scaling import QueueObservation
@@ -94,6 +95,40 @@ def routing_applied(conn: redis.Redis, index: str, live: set[str], generation: i
     """Every live worker (the pipeline's pods, Terminating ones included) reported ``generation``."""
     try:
         return all_applied(conn, index, live, generation)
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailable(one_line(exc)) from None
+
+
+def publish_backpressure(conn: redis.Redis, stream: str, state: BackpressureRecord, ttl: int) -> bool:
+    """Write the stream's backpressure record with a TTL of ``ttl`` seconds, unless the stored one
+    holds the same state (watermarks, on/off, group, pipeline) and more than half its TTL is left:
+    the daemon passes often, producers only need a change or a record that does not expire.
+    Reading the stored record (not a memory of the last write) also covers a restarted operator
+    or Redis. Returns whether it wrote."""
+    key = backpressure_key(stream)
+    if state.ttl != ttl:
+        state = state.model_copy(update={"ttl": ttl})
+    try:
+        pipe = conn.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.pttl(key)
+        raw, left_ms = pipe.execute()
+        if state.same_state(parse_backpressure(raw)) and left_ms * 2 > ttl * 1000:
+            return False
+        conn.set(key, state.to_json(), ex=ttl)
+        return True
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailable(one_line(exc)) from None
+
+
+def forget_backpressure(conn: redis.Redis, stream: str, pipeline: str) -> None:
+    """Delete the stream's backpressure record when it is this pipeline's (being deleted), so
+    producers fall back to their flags now rather than after the TTL."""
+    key = backpressure_key(stream)
+    try:
+        record = parse_backpressure(conn.get(key))
+        if record is not None and record.pipeline == pipeline:
+            conn.delete(key)
     except REDIS_ERRORS as exc:
         raise RedisUnavailable(one_line(exc)) from None
 

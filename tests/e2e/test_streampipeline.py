@@ -6,7 +6,9 @@ real milvus-lite server.
   exactly once, and it scales back to zero with the gone pods' consumers deleted;
 - Redis unreachable: Degraded, replicas held, recovered without a hand;
 - an HPA on the workers: the operator stands back (ScalingActive=False, ExternalAutoscaler);
-- a changed spec rolls the Deployment; a missing index or Secret is named on the object.
+- a changed spec rolls the Deployment; a missing index or Secret is named on the object;
+- spec.backpressure reaches `tributary publish` through the operator's record of the stream (with a
+  TTL), which goes with the pipeline.
 """
 
 from __future__ import annotations
@@ -257,3 +259,55 @@ def test_a_restarted_operator_takes_over_the_same_workers(kube, namespace, ready
         assert len(get_json(kube, namespace, "deployments")["items"]) == 1
     finally:
         stop(again.proc)
+
+
+def test_spec_backpressure_reaches_the_producers_and_goes_with_the_pipeline(
+        kube, namespace, ready_index, stream_redis, redis_server, tmp_path):
+    apply(kube, namespace, pipeline(replicas={"min": 0, "max": 1},
+                                    scaling={"pollingIntervalSeconds": 1, "scaleToZero": True},
+                                    backpressure={"highWatermark": 20, "lowWatermark": 5}))
+    wait_status(kube, namespace, lambda s: s.get("phase") == "Idle", "pipeline Idle at zero")
+    key = "tributary:backpressure:docs:live"
+    record = wait_for(lambda: json.loads(stream_redis.get(key) or "null"), timeout=30, message="the record")
+    assert {k: record[k] for k in ("high", "low", "on", "group", "pipeline", "ttl")} == {
+        "high": 20, "low": 5, "on": False, "group": "workers", "pipeline": f"{namespace}/live", "ttl": 10}
+    assert 0 < stream_redis.pttl(key) <= 10_000  # 3 polling intervals, at least 10 s
+
+    # A backlog of 25 no worker can clear within claimIdleMs (60 s): read by a consumer that is stuck.
+    pipe = stream_redis.pipeline(transaction=True)
+    for doc in range(25):
+        pipe.xadd("docs:live", {"event": event(doc, 1)})
+    pipe.xreadgroup("workers", "stuck", {"docs:live": ">"}, count=25)
+    pipe.execute()
+    wait_for(lambda: json.loads(stream_redis.get(key))["on"], timeout=30, message="the record turns on")
+    assert condition(status(kube, namespace), "Backpressure")["status"] == "True"
+
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text(event(100, 1) + "\n")
+    publish = [str(Path(sys.executable).parent / "tributary"), "publish", "--index", "handbook", "--stream",
+               "docs:live", "--group", "workers", str(events_file)]
+    env = {**os.environ, "TRIBUTARY_REDIS_URL": redis_server.url}
+    held = subprocess.run([*publish, "--timeout", "2"], env=env, capture_output=True, text=True, timeout=60)
+    assert held.returncode == 1, held.stderr  # its flags are the defaults (10 000 / 5 000): the record wins
+    assert f"following StreamPipeline {namespace}/live (high watermark 20, low 5)" in held.stderr
+    assert "gave up after" in held.stderr and "high watermark 20" in held.stderr
+    assert stream_redis.xlen("docs:live") == 25
+
+    stuck = [e["message_id"] for e in stream_redis.xpending_range("docs:live", "workers", "-", "+", 100,
+                                                                  consumername="stuck")]
+    stream_redis.xack("docs:live", "workers", *stuck)  # backlog 0: at or below the low watermark
+    wait_for(lambda: not json.loads(stream_redis.get(key))["on"], timeout=30, message="the record turns off")
+    released = subprocess.run(publish, env=env, capture_output=True, text=True, timeout=60)
+    assert released.returncode == 0, released.stderr
+    assert stream_redis.xlen("docs:live") == 26
+
+    # A longer polling interval: a longer TTL, written at once (then its expiry cannot pass for the deletion).
+    apply(kube, namespace, pipeline(replicas={"min": 0, "max": 1},
+                                    scaling={"pollingIntervalSeconds": 10, "scaleToZero": True},
+                                    backpressure={"highWatermark": 20, "lowWatermark": 5}))
+    wait_for(lambda: json.loads(stream_redis.get(key))["ttl"] == 30, timeout=30, message="the TTL follows the spec")
+    started = time.monotonic()
+    kube.kubectl("-n", namespace, "delete", "streampipeline", "live")
+    wait_for(lambda: not stream_redis.exists(key), timeout=30, interval=0.2,
+             message="the deleted pipeline's record is gone: it throttles no one")
+    assert time.monotonic() - started < 15, "deleted with the pipeline, not left to expire after 30 s"

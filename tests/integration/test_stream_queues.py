@@ -8,6 +8,8 @@ import pytest
 import redis
 from tributary_operator import queues
 from tributary_operator.core.streampipeline.scaling import estimate_backlog
+from tributary_workers.contract.backpressure import BackpressureRecord, read_backpressure
+from tributary_workers.contract.keys import backpressure_key
 from tributary_workers.contract.routing import read_routing, report_applied
 
 
@@ -105,3 +107,53 @@ def test_recently_active_consumers_survive_a_brief_gap(conn, stream):
     conn.xack(stream, "g", conn.xpending_range(stream, "g", "-", "+", 10)[0]["message_id"])
     assert queues.delete_gone_consumers(conn, stream, "g", live=set()) == []  # idle < GONE_IDLE_MS
     assert {c["name"] for c in conn.xinfo_consumers(stream, "g")} == {"someone-else"}
+
+
+def state(**overrides) -> BackpressureRecord:
+    return BackpressureRecord(**{"high": 20, "low": 5, "on": False, "backlog": 3, "group": "g",
+                                 "pipeline": "ns/live", "at": 1_800_000_000.0, "ttl": 30, **overrides})
+
+
+def test_the_backpressure_record_is_written_with_a_ttl_and_only_when_it_changed(conn, stream):
+    key = backpressure_key(stream)
+    assert queues.publish_backpressure(conn, stream, state(), ttl=30)
+    assert read_backpressure(conn, stream) == state()
+    assert 29_000 < conn.pttl(key) <= 30_000
+
+    # the same state with a newer backlog and time, a pass later: not written again
+    assert not queues.publish_backpressure(conn, stream, state(backlog=4, at=1_800_000_001.0), ttl=30)
+    assert read_backpressure(conn, stream).backlog == 3
+    # the state changes: written at once, with a fresh TTL
+    conn.pexpire(key, 20_000)
+    assert queues.publish_backpressure(conn, stream, state(on=True, backlog=25), ttl=30)
+    assert read_backpressure(conn, stream).on is True and conn.pttl(key) > 29_000
+    # half the TTL spent: rewritten, so a live operator's record never expires
+    conn.pexpire(key, 14_000)
+    assert queues.publish_backpressure(conn, stream, state(on=True, backlog=26), ttl=30)
+    assert read_backpressure(conn, stream).backlog == 26 and conn.pttl(key) > 29_000
+    # a new TTL (pollingIntervalSeconds changed) is written into the record too
+    assert queues.publish_backpressure(conn, stream, state(on=True), ttl=45)
+    assert read_backpressure(conn, stream).ttl == 45 and conn.pttl(key) > 44_000
+    # gone (expired, deleted, a Redis without persistence restarted) or invalid: written again
+    conn.delete(key)
+    assert queues.publish_backpressure(conn, stream, state(), ttl=30)
+    conn.set(key, "not json", ex=30)
+    assert queues.publish_backpressure(conn, stream, state(), ttl=30)
+    assert read_backpressure(conn, stream) == state()
+
+
+def test_a_deleted_pipeline_forgets_only_its_own_record(conn, stream):
+    queues.publish_backpressure(conn, stream, state(pipeline="ns/other"), ttl=30)
+    queues.forget_backpressure(conn, stream, "ns/live")
+    assert read_backpressure(conn, stream).pipeline == "ns/other"  # the stream's record is another's now
+    queues.publish_backpressure(conn, stream, state(), ttl=30)
+    queues.forget_backpressure(conn, stream, "ns/live")
+    assert not conn.exists(backpressure_key(stream))
+    queues.forget_backpressure(conn, stream, "ns/live")  # nothing there: nothing to do
+
+
+def test_publishing_backpressure_to_an_unreachable_redis_is_one_line_without_the_url():
+    dead = queues.client_for("redis://:s3cret@127.0.0.1:1/0")
+    with pytest.raises(queues.RedisUnavailable) as caught:
+        queues.publish_backpressure(dead, "s", state(), ttl=30)
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)

@@ -3,7 +3,8 @@
 Each pass (``reconcile``) reads the cluster and the pipeline's Redis, calls the pure core
 (core.streampipeline: checks, manifests, scaling, status) and applies what it returns: the worker
 Deployment (created, its template rolled when it changed, spec.replicas set unless an HPA owns
-them), the routing record, consumers of gone pods deleted, the status and an Event per scale step.
+them), the routing record, the backpressure record the producers follow, consumers of gone pods
+deleted, the status and an Event per scale step.
 
 A daemon rather than a timer, because the interval is per object (scaling.pollingIntervalSeconds)
 and because a pipeline at zero replicas must wake on its first event, not on the next poll: while
@@ -20,6 +21,7 @@ from typing import Any
 
 import kopf
 from pydantic import ValidationError
+from tributary_workers.contract.backpressure import BackpressureRecord, ttl_for_interval
 from tributary_workers.errors import explain
 
 from tributary_operator import kube, metrics, queues
@@ -45,6 +47,8 @@ def run_pipeline(stopped: kopf.DaemonStopped, body: kopf.Body, logger: logging.L
         while not stopped:
             stopped.wait(loop.tick())
     finally:
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            loop.forget_backpressure()  # not on an operator restart: the next operator goes on writing it
         metrics.pipeline_forgotten(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
@@ -61,6 +65,7 @@ class PipelineLoop:
         self.wake: tuple[Any, str, str] | None = None  # (redis client, stream, group) while at zero
         self.interval = 15.0
         self.scaling = False
+        self.published: tuple[Any, str, str] | None = None  # (redis client, stream, pipeline) of the record
 
     def tick(self) -> float:
         """One step; returns how long to wait before the next."""
@@ -159,6 +164,8 @@ class PipelineLoop:
         if routing_problem is not None and observation.reachable:
             conditions = [c for c in conditions if c.type != "Ready"] + [
                 ConditionSpec("Ready", False, routing_problem.reason, routing_problem.message)]
+        if observation.reachable:
+            self._publish_backpressure(conn, sp, decision.backlog.value, conditions)
         metrics.pipeline_observed(namespace, sp.metadata["name"], decision.backlog.value, decision.replicas,
                                   replicas, decision.reason)
         self._write(fields, conditions)
@@ -185,6 +192,31 @@ class PipelineLoop:
             return None
         return {"targets": [t["collection"] for t in manifests.routing_targets(index)],
                 "generation": generation, "applied": applied}
+
+    def _publish_backpressure(self, conn, sp: StreamPipeline, backlog: int | None,
+                              conditions: list[ConditionSpec]) -> None:
+        """spec.backpressure and the Backpressure condition, for the producers (contract.backpressure)."""
+        on = any(c.type == "Backpressure" and c.status for c in conditions)
+        ttl = ttl_for_interval(sp.spec.scaling.polling_interval_seconds)
+        state = BackpressureRecord(
+            high=sp.spec.backpressure.high_watermark, low=sp.spec.backpressure.low_watermark, on=on,
+            backlog=backlog, group=sp.spec.queue.group, at=time.time(), ttl=ttl,
+            pipeline=f"{sp.metadata['namespace']}/{sp.metadata['name']}")
+        try:
+            if queues.publish_backpressure(conn, sp.spec.queue.stream, state, ttl):
+                self.logger.debug("backpressure record of %s: %s", sp.spec.queue.stream, state.to_json())
+        except queues.RedisUnavailable:
+            return  # the observation says it too: Degraded; the key expires on its own
+        self.published = (conn, sp.spec.queue.stream, state.pipeline)
+
+    def forget_backpressure(self) -> None:
+        """The pipeline is deleted: its record goes now, not after its TTL."""
+        if self.published is not None:
+            try:
+                queues.forget_backpressure(*self.published)
+            except queues.RedisUnavailable:
+                return  # it expires on its own
+            self.logger.info("deleted: the backpressure record of %s is removed", self.published[1])
 
     def _delete_gone_consumers(self, conn, sp: StreamPipeline, live: set[str], index: str) -> None:
         try:

@@ -101,9 +101,10 @@ def add_streaming_commands(commands) -> None:
     publish.add_argument("--timeout", type=float, default=300.0,
                          help="seconds to wait for the consumers to catch up before giving up")
     publish.add_argument("--high-watermark", type=positive_int, default=defaults.HIGH_WATERMARK,
-                         help="backlog at which publishing pauses (straight to Redis)")
+                         help="backlog at which publishing pauses (straight to Redis; the operator's "
+                              "record of the stream wins when there is one)")
     publish.add_argument("--low-watermark", type=int, default=defaults.LOW_WATERMARK,
-                         help="backlog at or below which publishing resumes (straight to Redis)")
+                         help="backlog at or below which publishing resumes (straight to Redis; likewise)")
 
     gateway = commands.add_parser("gateway", help="run the HTTP ingest gateway of an index")
     gateway.add_argument("--index", required=True, type=index_name, help="the index (collection) name")
@@ -111,7 +112,8 @@ def add_streaming_commands(commands) -> None:
     gateway.add_argument("--port", type=int, default=8080, help="port to listen on")
     add_stream_names_options(gateway, "whose backlog throttles producers")
     gateway.add_argument("--high-watermark", type=positive_int, default=defaults.HIGH_WATERMARK,
-                         help="backlog at which producers get 429")
+                         help="backlog at which producers get 429 (the operator's record of the stream "
+                              "wins when there is one)")
     gateway.add_argument("--low-watermark", type=int, default=defaults.LOW_WATERMARK,
                          help="backlog at which 429s stop")
     gateway.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds of a 429")
@@ -249,6 +251,7 @@ def _publish(args) -> int:
     else:
         if not 0 <= args.low_watermark < args.high_watermark:
             raise FatalError("--low-watermark must be at least 0 and below --high-watermark")
+        _say_which_watermarks()
         client = Producer(args.redis, args.index, stream=args.stream, group=args.group,
                           high_watermark=args.high_watermark,
                           low_watermark=args.low_watermark, timeout_s=args.timeout)
@@ -282,6 +285,17 @@ def _publish(args) -> int:
     print(f"published {published} events to index {args.index}"
           + (f"; {rejected} lines rejected" if rejected else ""))
     return EXIT_PARTIAL if rejected else EXIT_OK
+
+
+def _say_which_watermarks() -> None:
+    """The one line saying that the operator's record, not the flags, is in force (stderr)."""
+    logger = logging.getLogger("tributary.backpressure")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("tributary publish: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _gateway(args) -> int:

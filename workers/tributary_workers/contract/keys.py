@@ -8,6 +8,7 @@ ROUTING_PREFIX = f"{PREFIX}:routing"
 LEDGER_PREFIX = f"{PREFIX}:ledger"
 CHECKPOINT_PREFIX = f"{PREFIX}:checkpoint"
 PROVENANCE_PREFIX = f"{PREFIX}:provenance"
+BACKPRESSURE_PREFIX = f"{PREFIX}:backpressure"
 
 
 def stream_key(index: str) -> str:
@@ -17,6 +18,11 @@ def stream_key(index: str) -> str:
 
 def dead_letter_key(stream: str) -> str:
     return f"{stream}:dead"
+
+
+def backpressure_key(stream: str) -> str:
+    """The operator's backpressure record of a stream (contract.backpressure); it expires on its own."""
+    return f"{BACKPRESSURE_PREFIX}:{stream}"
 
 
 def routing_key(index: str) -> str:

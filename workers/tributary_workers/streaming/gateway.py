@@ -14,9 +14,10 @@ stamps ``produced_at`` and appends them to the index's Redis stream, and slows p
     GET    /metrics                        Prometheus metrics
 
 Backpressure: backlog = lag + pending of the pipeline's own consumer group (queue.py; an abandoned
-group never throttles), measured at most
-every backlog_refresh_s; 429 from backlog >= high_watermark until it has fallen to
-low_watermark (hysteresis). Events that fail validation are refused with their reasons (the
+group never throttles), measured at most every backlog_refresh_s; 429 from backlog >= the high
+watermark until it has fallen to the low one (hysteresis). The watermarks, and the pipeline's
+Backpressure state, are the operator's record of the stream when there is one (backpressure.py),
+else high_watermark / low_watermark. Events that fail validation are refused with their reasons (the
 producer learns at once); only entries that reach the stream invalid (written by other means)
 are dead-lettered by the worker.
 """
@@ -36,12 +37,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
+from tributary_workers.streaming.backpressure import OPERATOR, BacklogMonitor
 from tributary_workers.streaming.events import EventError, parse_event
-from tributary_workers.streaming.producer import (
-    DEFAULT_HIGH_WATERMARK,
-    DEFAULT_LOW_WATERMARK,
-    BacklogMonitor,
-)
+from tributary_workers.streaming.producer import DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK
 from tributary_workers.streaming.queue import RedisStream, StreamNames
 
 log = logging.getLogger("tributary.gateway")
@@ -51,6 +49,9 @@ EVENTS = Counter("tributary_gateway_events_total", "Events received, by result (
                  ["result"])
 BACKLOG = Gauge("tributary_gateway_backlog", "Backlog (lag + pending) last measured by the gateway")
 THROTTLED = Gauge("tributary_gateway_throttled", "1 while producers are answered 429")
+WATERMARK = Gauge("tributary_gateway_watermark", "The watermarks in force, by bound (high, low)", ["bound"])
+FROM_OPERATOR = Gauge("tributary_gateway_watermarks_from_operator",
+                      "1 while the operator's backpressure record is in force, 0 while the flags are")
 
 
 @dataclass
@@ -167,13 +168,17 @@ class Gateway:
             throttled, backlog = await self._call(self.monitor.check)
         except Exception as exc:
             return _json(503, {"error": f"the queue is unavailable: {exc}"})
+        rule = self.monitor.rule
         BACKLOG.set(backlog)
         THROTTLED.set(1 if throttled else 0)
+        WATERMARK.labels("high").set(rule.high)
+        WATERMARK.labels("low").set(rule.low)
+        FROM_OPERATOR.set(1 if rule.source == OPERATOR else 0)
         if throttled:
             EVENTS.labels("throttled").inc(len(events))
             retry_after = max(1, math.ceil(cfg.retry_after_s))
-            return _json(429, {"error": "backpressure", "backlog": backlog, "high_watermark": cfg.high_watermark,
-                               "low_watermark": cfg.low_watermark, "retry_after_s": retry_after},
+            return _json(429, {"error": "backpressure", "backlog": backlog, "high_watermark": rule.high,
+                               "low_watermark": rule.low, "source": rule.source, "retry_after_s": retry_after},
                          headers={"Retry-After": str(retry_after)})
         now = time.time_ns()
         try:

@@ -8,9 +8,11 @@ behaviour under backpressure:
   count) with the same hysteresis as the gateway;
 - ``GatewayClient`` posts to the HTTP ingest gateway and honours its ``429`` + ``Retry-After``.
 
-Hysteresis: producers are held once the backlog reaches ``high_watermark`` and released once it has
-fallen to ``low_watermark``. A held producer waits with exponential backoff (at least Retry-After
-for the gateway) and, when ``timeout_s`` passes without being released, raises
+Hysteresis (backpressure.py): producers are held once the backlog reaches the high watermark and
+released once it has fallen to the low one. The watermarks are the operator's record of the stream
+when there is one (the StreamPipeline's ``spec.backpressure``, and its Backpressure state), else
+``high_watermark`` / ``low_watermark``. A held producer waits with exponential backoff (at least
+Retry-After for the gateway) and, when ``timeout_s`` passes without being released, raises
 ``BackpressureError``. Both fill ``produced_at`` when an event lacks it.
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tributary_workers.contract import defaults
+from tributary_workers.streaming.backpressure import BacklogMonitor, Hysteresis
 from tributary_workers.streaming.events import Event, EventError, parse_event
 from tributary_workers.streaming.queue import RedisStream, StreamNames
 
@@ -44,56 +46,6 @@ class GatewayError(RuntimeError):
         super().__init__(f"gateway answered {status}: {message}")
         self.status = status
         self.body = body
-
-
-# --- hysteresis (pure) --------------------------------------------------------------------------
-
-
-class Hysteresis:
-    """Throttled from backlog >= high until backlog <= low; never flaps between the two."""
-
-    def __init__(self, high: int, low: int):
-        if not 0 <= low < high:
-            raise ValueError(f"watermarks need 0 <= low < high, got low={low}, high={high}")
-        self.high = high
-        self.low = low
-        self.throttled = False
-
-    def update(self, backlog: int) -> bool:
-        if self.throttled:
-            if backlog <= self.low:
-                self.throttled = False
-        elif backlog >= self.high:
-            self.throttled = True
-        return self.throttled
-
-
-class BacklogMonitor:
-    """The stream's backlog, measured at most every refresh_s, through a Hysteresis. Thread-safe."""
-
-    def __init__(self, stream: RedisStream, high: int, low: int, refresh_s: float = 0.1):
-        self.stream = stream
-        self.hysteresis = Hysteresis(high, low)
-        self.refresh_s = refresh_s
-        self.backlog = 0
-        self._measured = float("-inf")
-        self._lock = threading.Lock()
-
-    def check(self, force: bool = False) -> tuple[bool, int]:
-        """(throttled, backlog)."""
-        with self._lock:
-            now = time.monotonic()
-            if force or now - self._measured >= self.refresh_s:
-                self.backlog = self.stream.backlog()
-                self._measured = now
-                self.hysteresis.update(self.backlog)
-            return self.hysteresis.throttled, self.backlog
-
-    def admitted(self, count: int) -> None:
-        """Entries just appended count towards the backlog until the next measurement."""
-        with self._lock:
-            self.backlog += count
-            self.hysteresis.update(self.backlog)
 
 
 def as_event(event: Event | dict[str, Any]) -> Event:
@@ -157,14 +109,16 @@ class Producer:
         throttled, backlog = self.monitor.check()
         if not throttled:
             return
-        hysteresis = self.monitor.hysteresis
         backoff = _Backoff(self.timeout_s, self.initial_backoff_s, self.max_backoff_s,
                            f"the consumers of index {self.index!r} are behind")
         self.stats.throttled += 1
         while throttled:
+            rule = self.monitor.rule
+            reached = "reached" if backlog >= rule.high else f"is above {rule.low} since it reached"
             self.stats.waited_s += backoff.wait(
-                detail=f" (backlog {backlog} reached the high watermark {hysteresis.high}; publishing resumes "
-                       f"at {hysteresis.low} or below)")
+                detail=f" (backlog {backlog} {reached} the high watermark {rule.high}"
+                       + (f" of StreamPipeline {rule.pipeline}" if rule.pipeline else "")
+                       + f"; publishing resumes at {rule.low} or below)")
             throttled, backlog = self.monitor.check(force=True)
 
     def publish_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:

@@ -124,7 +124,8 @@ class Batching(ApiModel):
 
 
 class Backpressure(ApiModel):
-    """Hysteresis on the pending backlog, so producers can be slowed before Milvus falls behind."""
+    """Hysteresis on the backlog, so producers are slowed before Milvus falls behind; the operator
+    publishes it to the producers in Redis (tributary:backpressure:{stream})."""
 
     cel_rules = (
         CelRule(
@@ -139,12 +140,18 @@ class Backpressure(ApiModel):
         shared.HIGH_WATERMARK,
         ge=1,
         description="Backlog (lag + pending of the pipeline's group) at which backpressure turns on: "
-        "the Backpressure condition becomes True.",
+        "the Backpressure condition becomes True and producers of the stream (`tributary publish`, "
+        "the gateway) hold back. The operator writes it with the condition to the Redis key "
+        "tributary:backpressure:{stream}, which producers follow over their --high-watermark and "
+        "--low-watermark flags; it is removed with the pipeline and expires after 3 "
+        "pollingIntervalSeconds (at least 10 s) without the operator: then producers fall back to "
+        "their flags.",
     )
     low_watermark: int = Field(
         shared.LOW_WATERMARK,
         ge=0,
-        description="Backlog at which backpressure turns off again; must be below highWatermark.",
+        description="Backlog at or below which backpressure turns off again and producers resume; "
+        "must be below highWatermark. Published to producers with highWatermark.",
     )
 
 
@@ -189,7 +196,8 @@ class StreamPipelineSpec(ApiModel):
     scaling: Scaling = Field(Scaling(), description="How the replica count follows the backlog.")
     batching: Batching = Field(Batching(), description="How messages are batched for embedding.")
     backpressure: Backpressure = Field(
-        Backpressure(), description="When to signal producers to slow down."
+        Backpressure(), description="When producers of the stream slow down (the operator publishes "
+        "the watermarks and the Backpressure condition to them in Redis)."
     )
     retry: Retry = Field(Retry(), description="Redelivery of failed messages.")
     worker: WorkerTemplate | None = Field(
