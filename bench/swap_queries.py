@@ -5,7 +5,9 @@
    counts from then, so a stall shows as latency, not as fewer queries) through the alias;
 3. meanwhile the re-embedding steps as the operator's Jobs run them, as `tributary-index-admin`
    subprocesses with the derived 256-dim model: backfill (2 shards at once), catchup, validate;
-   then swap, called in this process (main([...])) so its window is the call alone.
+   then swap, called in this process (main([...])) so its window is the call alone. The step
+   processes run at nice 10 (--step-nice): on one shared machine, batch work yields to serving as
+   it would on separate nodes; with --step-nice 0 the queries queue behind the embedding.
 
 The client does what a real one must: it embeds a query with the model of the collection the
 alias points at (queries are embedded ahead of time with both models; a poller reads
@@ -14,7 +16,8 @@ swap: the client's view is stale, or alter_alias is not atomic, milvus-io/milvus
 client re-read the alias and retry once; it counts as failed only when the retry errors too.
 
 Prints queries sent, first-try errors, retried, failed, p50/p99 latency before / during the
-re-embedding / in the swap window / after, the swap's duration, and the machine. Not a test.
+re-embedding / in the swap window / after (from the scheduled time, queueing included, and of the
+search call alone), each step's and the swap's duration, and the machine. Not a test.
 Usage: python bench/swap_queries.py [--docs 300] [--rate 50] [--before 8] [--after 8]
 """
 
@@ -49,6 +52,7 @@ class Sample:
     first_try_error: bool
     failed: bool
     error: str = ""
+    stale: bool = False  # the first try used the vectors of the collection the alias served before
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -128,24 +132,31 @@ class QueryLoad:
             self.pool.submit(self.query, due, n)
             n += 1
 
-    def search(self, n: int) -> None:
-        vectors = self.vectors[self.serving]
+    def search(self, n: int) -> str:
+        """One search with the vectors of the collection the client believes the alias serves; that name."""
+        serving = self.serving
+        vectors = self.vectors[serving]
         self.client.search(self.alias, data=[vectors[n % len(vectors)]], limit=5, output_fields=["doc_id"])
+        return serving
 
     def query(self, due: float, n: int) -> None:
-        first_error, failed, error = False, False, ""
+        first_error, failed, error, stale = False, False, "", False
         began = time.monotonic()
+        believed = self.serving
         try:
             self.search(n)
         except Exception as exc:  # noqa: BLE001 - any Milvus error is the figure
             first_error, error = True, " ".join(str(exc).split())[:160]
             try:
                 self.serving = self.resolve()  # what a client does on a mismatch: look again
+                # stale: the client used the old model's vectors; else Milvus itself served another
+                # collection than its alias names (the non-atomic switch)
+                stale = self.serving != believed
                 self.search(n)
             except Exception as again:  # noqa: BLE001
                 failed, error = True, " ".join(str(again).split())[:160]
         now = time.monotonic()
-        sample = Sample(due, now - due, now - began, first_error, failed, error)
+        sample = Sample(due, now - due, now - began, first_error, failed, error, stale)
         with self.lock:
             self.samples.append(sample)
 
@@ -208,13 +219,14 @@ def main() -> int:
     parser.add_argument("--after", type=float, default=8.0, help="seconds of queries after the swap")
     parser.add_argument("--alias-poll-s", type=float, default=1.0, help="how often the client reads describe_alias")
     parser.add_argument("--queries", type=int, default=64, help="distinct query texts, embedded ahead of time")
-    parser.add_argument("--step-threads", type=int, default=1,
-                        help="torch threads of each step process (OMP_NUM_THREADS; a Job pod's CPU limit)")
+    parser.add_argument("--step-threads", type=int, default=None,
+                        help="torch threads of each step process (OMP_NUM_THREADS; default: torch's own choice)")
     parser.add_argument("--step-nice", type=int, default=10,
                         help="niceness of the step processes: batch work yields to serving, as on a shared node")
     parser.add_argument("--model-dir", default=None, help="where the derived model is built (default: a temp dir)")
     args = parser.parse_args()
-    STEP_ENV["OMP_NUM_THREADS"] = str(args.step_threads)
+    if args.step_threads:
+        STEP_ENV["OMP_NUM_THREADS"] = str(args.step_threads)
     STEP_PREFIX[:] = ["nice", "-n", str(args.step_nice)] if args.step_nice else []
     import logging
 
@@ -301,13 +313,15 @@ def run(args, tmp: Path, redis_url: str, uri: str) -> int:
           f"torch threads {torch.get_num_threads()}, python {platform.python_version()}")
     print(f"index: {args.docs} documents of ~{args.words} words (one chunk each), built in {build_s:.1f}s; "
           f"redis-server + milvus-lite server on localhost; alias polled every {args.alias_poll_s:g}s; "
-          f"step processes: {args.step_threads} torch thread(s), nice {args.step_nice}")
+          f"step processes: {args.step_threads or 'default'} torch threads, nice {args.step_nice}")
     print(f"steps: backfill (2 shards) {steps['backfill']:.1f}s, catchup {steps['catchup']:.1f}s, "
           f"validate {steps['validate']:.1f}s, swap call {(marks['after'] - marks['swap']) * 1000:.0f} ms "
           f"(alter_alias alone {swapped['counts'].get('swap_ms')} ms, collection loaded by swap: "
           f"{swapped['counts'].get('loaded')})")
+    stale = sum(s.first_try_error and s.stale for s in samples)
     print(f"queries: {len(samples)} sent at {args.rate:g}/s paced ({len(samples) / max(end, 1e-9):.1f}/s achieved), "
-          f"{errors} errored on the first try, {errors - failed} of them answered on a retry "
+          f"{errors} errored on the first try ({stale} with the client's view of the alias stale, "
+          f"{errors - stale} with it current), {errors - failed} of them answered on a retry "
           f"after re-reading the alias, {failed} failed (goal 0)")
     for phase in PHASES:
         row = figures[phase]

@@ -112,6 +112,9 @@ def demo(args, work: Path) -> int:
         milvus_server = start_milvus(work / "milvus")
         servers.append(milvus_server)
         say(f"building the derived model ({DERIVED_DIMENSION} dimensions) from the bundled all-MiniLM-L6-v2")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         model = derived_model(work / "models" / "minilm-256")
 
         plane.kubectl("apply", "-f", "-", input=namespace_manifests(NAMESPACE))
@@ -194,6 +197,7 @@ def main() -> int:
     parser.add_argument("--keep-logs", default=None, help="copy every log here before tearing down")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     work = Path(tempfile.mkdtemp(prefix="tributary-demo-"))
     try:
         return demo(args, work)
