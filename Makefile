@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock setup demo test test-unit test-integration test-e2e control-plane cluster-up cluster-down crds bench clean
+.PHONY: lock setup demo demo-cluster test test-unit test-integration test-e2e control-plane cluster-up cluster-down crds bench clean
 
 setup:
 	@bash hack/bootstrap.sh
@@ -20,6 +20,11 @@ lock: setup
 
 demo: setup
 	$(VENV)/bin/tributary demo
+
+# A blue-green re-embedding on the local control plane, printing `kubectl get tributary` as the
+# phases move; everything torn down at the end (and on Ctrl-C). Test infrastructure: not in CI.
+demo-cluster: setup control-plane
+	PYTHONPATH=tests:operator:workers $(PY) hack/demo_cluster.py
 
 # The whole suite: unit, integration (real redis-server and milvus-lite server) and e2e (real
 # kube-apiserver + etcd built from Go modules, cached under .cache/).
