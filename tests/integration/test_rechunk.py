@@ -176,6 +176,17 @@ def test_a_rechunk_backfill_and_catchup_give_the_candidate_its_own_chunking_of_t
     assert_rechunked({**{d: (versions[d], t) for d, t in texts.items()},
                       "b.md": (500, texts["b.md"] + "\n\n  a closing line.\n")})
 
+    # A document written without its text (as before texts were stored) can't be re-chunked: it
+    # fails alone, once, and the step says why; a later pass does not retry it.
+    texts_store, active.writer.texts = active.writer.texts, None
+    index(active, "old.md", 600, irregular(6, words=40))
+    active.writer.texts = texts_store
+    refused = catchup(config(candidate, "cu-old", chunking=NEW_CHUNKING, rechunk=True))
+    assert (refused.ok, refused.reason) == (False, "RechunkUnavailable"), refused
+    assert (refused.counts["without_text"], refused.counts["failed"], refused.counts["passes"]) == (1, 1, 1)
+    assert "old.md: chunking changed and the collection stores no parsed text" in refused.message
+    assert "old.md" not in candidate_chunks(milvus_server.uri, candidate)
+
     client = open_client(milvus_server.uri)
     try:
         assert client.has_collection(companion_name(candidate))
