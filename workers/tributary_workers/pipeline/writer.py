@@ -78,8 +78,9 @@ class WriterConfig:
     create_if_missing: bool = True  # False for readers: a missing collection is an error
     refuse_alias: bool = False  # the name must be a collection's own, not an alias (routing targets)
     # Keep each written document's parsed text in the companion text store (pipeline.texts), so a
-    # re-embedding can re-chunk it. True: a collection made before the store existed gets its
-    # companion on its next write (created then, as readers never write).
+    # re-embedding can re-chunk it. Default on: a collection made before the store existed gets its
+    # companion from its next write that stores a text, whatever create_if_missing says (the chunk
+    # collection exists by then; readers never write, so never create it).
     store_texts: bool = True
     max_rows_per_request: int = MAX_ROWS_PER_REQUEST
     max_bytes_per_request: int = MAX_BYTES_PER_REQUEST
