@@ -71,10 +71,16 @@ class Active:
 
 
 @pytest.fixture
-def active(redis_server, milvus_server, bundled, collection_name):
+def store_texts() -> bool:
+    return True
+
+
+@pytest.fixture
+def active(redis_server, milvus_server, bundled, collection_name, store_texts):
     """20 documents indexed as a served collection would be (loaded, ledger in Redis), 2 deleted."""
     writer = MilvusWriter(WriterConfig(uri=milvus_server.uri, collection=collection_name,
-                                       model_id=bundled.model_id, dimension=bundled.dimension))
+                                       model_id=bundled.model_id, dimension=bundled.dimension,
+                                       store_texts=store_texts))
     writer.warm_up()
     chunker = Chunker.for_model_path(bundled.model_path, CHUNKING, bundled.max_seq_length)
     ledger = RedisLedger.from_url(redis_server.url, collection_name)
@@ -138,7 +144,7 @@ def test_backfill_copies_live_documents_with_the_candidate_model_and_seeds_tombs
     report = backfill(settings(active, candidate, redis_server, milvus_server, derived_path, tmp_path, job_id="bf-1"))
     assert (report.ok, report.reason) == (True, "Backfilled"), report
     assert report.counts == {"documents": 18, "written": 18, "unchanged": 0, "superseded": 0, "failed": 0,
-                             "tombstones_seeded": 2}
+                             "without_text": 0, "tombstones_seeded": 2}
     assert_candidate_matches(active, milvus_server.uri, candidate, derived_path)
 
     ledger = RedisLedger.from_url(redis_server.url, candidate)
@@ -252,7 +258,8 @@ def admin(step: str, env: dict, *flags: str, report: Path | None = None) -> subp
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_cli_rechunk_is_a_permanent_refusal_with_every_document_failed(
+@pytest.mark.parametrize("store_texts", [False])  # a collection written before texts were stored
+def test_cli_rechunk_without_stored_texts_is_a_permanent_refusal_with_every_document_failed(
         active, redis_server, milvus_server, derived_path, worker_env, tmp_path):
     env = dict(worker_env, TRIBUTARY_ACTIVE_COLLECTION=active.collection, TRIBUTARY_MILVUS_URI=milvus_server.uri,
                TRIBUTARY_LEDGER_URL=redis_server.url, TRIBUTARY_RECHUNK="true", TRIBUTARY_SHARD_COUNT="1")
@@ -263,8 +270,9 @@ def test_cli_rechunk_is_a_permanent_refusal_with_every_document_failed(
     report = json.loads(result.stdout)
     assert json.loads(report_file.read_text()) == report
     assert (report["step"], report["ok"], report["reason"]) == ("backfill", False, "RechunkUnavailable")
-    assert report["counts"]["documents"] == report["counts"]["failed"] == 18
+    assert report["counts"]["documents"] == report["counts"]["failed"] == report["counts"]["without_text"] == 18
     assert report["counts"]["written"] == 0
+    assert "stores no parsed text" in report["message"]
 
 
 def test_cli_unreachable_redis_or_milvus_is_one_line_and_retryable_a_sqlite_ledger_is_refused(

@@ -20,6 +20,7 @@ from tributary_workers.ledger.connect import redis_client
 from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
 from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
 from tributary_workers.pipeline.indexer import DocumentIndexer, Status
+from tributary_workers.pipeline.texts import companion_name
 from tributary_workers.pipeline.writer import MilvusWriter, WriterConfig, open_client
 
 TOPICS = [
@@ -240,13 +241,15 @@ def test_retire_refuses_an_aliased_collection_then_drops_it_with_its_ledger(milv
     code, report = admin(*retire, report=tmp_path / "retire-1")
     assert (code, report.ok, report.reason) == (EXIT_PERMANENT, False, "StillAliased")
     assert alias in report.message and client.has_collection(previous)
+    assert client.has_collection(companion_name(previous))  # its parsed texts, kept while it is served
     assert len(ledger_keys(redis, previous)) == before and redis.exists(repair_key(index, previous))
 
     assert swap(uri, alias, successor, previous, tmp_path)[1].reason == "Swapped"
     code, report = admin(*retire, report=tmp_path / "retire-2")
     assert (code, report.ok, report.reason) == (EXIT_OK, True, "Retired")
     assert report.counts == {"rows": 4, "keys": before + 1}
-    assert not client.has_collection(previous)
+    assert not client.has_collection(previous) and not client.has_collection(companion_name(previous))
+    assert client.has_collection(companion_name(successor))
     assert ledger_keys(redis, previous) == [] and not redis.exists(repair_key(index, previous))
     assert len(ledger_keys(redis, successor)) == 4 and client.has_collection(successor)  # untouched
 

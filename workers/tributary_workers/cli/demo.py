@@ -66,10 +66,12 @@ def run_demo(home: Path, milvus_uri: str, model: str | None) -> int:
     if milvus_uri.startswith(str(home)):
         milvus_uri = str(state / "milvus.db")
     else:
+        from tributary_workers.pipeline.texts import companion_name
         from tributary_workers.pipeline.writer import open_client
 
         client = open_client(milvus_uri)
         client.drop_collection(INDEX)
+        client.drop_collection(companion_name(INDEX))  # its parsed texts
         client.close()
 
     started = time.monotonic()

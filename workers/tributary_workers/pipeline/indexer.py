@@ -5,8 +5,9 @@ Both workers use this: the batch worker feeds it documents from a source, the st
 
     prepare(doc)        ledger decision + chunking; cheap, thread-safe
     embed(prepared)     one batched model call for all chunks of many documents
-    write(embedded)     upsert rows, commit each document in the ledger, remove superseded rows
-                        (older versions, and this version's rows past its last chunk)
+    write(embedded)     upsert rows (and the parsed texts, into the writer's text store), commit
+                        each document in the ledger, remove superseded rows and texts (older
+                        versions, and this version's rows past its last chunk)
 
 See ledger.py for why this order keeps every document at its newest version.
 """
@@ -30,6 +31,7 @@ from tributary_workers.pipeline.writer import (
     TEXT_MAX_LENGTH,
     MilvusWriter,
 )
+from tributary_workers.pipeline.texts import TextStore
 
 
 class Status(str, enum.Enum):
@@ -55,6 +57,7 @@ class PreparedDoc:
     content_hash: str
     chunks: list[Chunk]
     vectors: np.ndarray | None = None
+    text: str | None = None  # the parsed text to store with the rows; None: none to store
 
 
 @dataclass
@@ -76,11 +79,12 @@ class DocumentIndexer:
 
     def prepare(self, document: Document) -> PreparedDoc | DocResult:
         """Decide whether the document needs embedding; chunk it if so. Never raises per document."""
-        return self.prepare_chunks(document, document.content_hash, self.chunker.run)
+        return self.prepare_chunks(document, document.content_hash, self.chunker.run, document.text)
 
     def prepare_chunks(self, document: Document, content_hash: str,
-                       make_chunks: Callable[[Document], list[Chunk]]) -> PreparedDoc | DocResult:
-        """prepare() with the chunks from elsewhere (a re-embedding copies a collection's stored chunks)."""
+                       make_chunks: Callable[[Document], list[Chunk]], text: str | None) -> PreparedDoc | DocResult:
+        """prepare() with the chunks from elsewhere (a re-embedding copies a collection's stored chunks)
+        and the parsed text to store (None: not known, none stored)."""
         try:
             if len(document.doc_id.encode()) > DOC_ID_MAX_LENGTH:
                 raise DocumentError(f"doc_id is longer than {DOC_ID_MAX_LENGTH} bytes")
@@ -101,7 +105,7 @@ class DocumentIndexer:
                         f"chunk {chunk.chunk_index} is over {TEXT_MAX_LENGTH} bytes of text in "
                         f"{chunk.token_count} tokens (very long unsplittable words?)"
                     )
-            return PreparedDoc(document, content_hash, chunks)
+            return PreparedDoc(document, content_hash, chunks, text=text)
         except DocumentError as exc:
             return DocResult(document.doc_id, document.version, Status.FAILED, reason=str(exc))
 
@@ -127,9 +131,15 @@ class DocumentIndexer:
             for row in self.writer.rows(doc.chunks, doc.vectors, doc.content_hash, doc.document.metadata)
         ]
         self.writer.run(rows)
+        texts = self.writer.texts
+        # Before the commit, like the rows: a committed version always has its text (one more
+        # upsert per batch; the text's bytes once more, next to its chunks').
+        parts = texts.write_many((doc.document.doc_id, doc.document.version, doc.content_hash, doc.text)
+                                 for doc in prepared if doc.text is not None) if texts is not None else {}
 
         results: list[DocResult] = []
         cleanup: list[str] = []
+        text_cleanup: list[str] = []  # the same clauses over the text store's fields
         for doc in prepared:
             d = doc.document
             decision = self.ledger.commit(d.doc_id, d.version, doc.content_hash, self.writer_id, len(doc.chunks))
@@ -138,14 +148,20 @@ class DocumentIndexer:
                 # Another chunking of this very version (a crash between its upsert and commit, then
                 # a restart with other settings) may have left rows past our last chunk.
                 cleanup.append(MilvusWriter.beyond_chunks(d.doc_id, d.version, len(doc.chunks)))
+                text_cleanup.append(MilvusWriter.older_than(d.doc_id, d.version))
+                if (d.doc_id, d.version) in parts:
+                    text_cleanup.append(TextStore.beyond_parts(d.doc_id, d.version, parts[(d.doc_id, d.version)]))
                 results.append(DocResult(d.doc_id, d.version, Status.SUCCEEDED, len(doc.chunks)))
             else:
                 # A newer version won while we embedded: our rows must go, unless ours are live.
                 if decision.record is None or decision.record.data_version != d.version:
                     cleanup.append(MilvusWriter.at_version(d.doc_id, d.version))
+                    text_cleanup.append(MilvusWriter.at_version(d.doc_id, d.version))
                 results.append(DocResult(d.doc_id, d.version, Status.SUPERSEDED,
                                          reason=f"index holds version {decision.record.fence}"))
         self.writer.delete_where(cleanup)
+        if texts is not None:
+            texts.delete_where(text_cleanup)
         metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
         return results
 
@@ -166,5 +182,7 @@ class DocumentIndexer:
         decision = self.ledger.tombstone(doc_id, version, self.writer_id)
         if decision.outcome in (Outcome.COMMITTED, Outcome.ALREADY):
             self.writer.delete_where([MilvusWriter.up_to(doc_id, version)])
+            if self.writer.texts is not None:
+                self.writer.texts.delete_up_to(doc_id, version)
             return DocResult(doc_id, version, Status.DELETED)
         return DocResult(doc_id, version, Status.SUPERSEDED, reason=f"index holds version {decision.record.fence}")

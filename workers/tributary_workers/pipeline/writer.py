@@ -77,6 +77,11 @@ class WriterConfig:
     bulk_load_requires_empty: bool = True
     create_if_missing: bool = True  # False for readers: a missing collection is an error
     refuse_alias: bool = False  # the name must be a collection's own, not an alias (routing targets)
+    # Keep each written document's parsed text in the companion text store (pipeline.texts), so a
+    # re-embedding can re-chunk it. Default on: a collection made before the store existed gets its
+    # companion from its next write that stores a text, whatever create_if_missing says (the chunk
+    # collection exists by then; readers never write, so never create it).
+    store_texts: bool = True
     max_rows_per_request: int = MAX_ROWS_PER_REQUEST
     max_bytes_per_request: int = MAX_BYTES_PER_REQUEST
     timeout_s: float = 30.0
@@ -153,6 +158,7 @@ class MilvusWriter:
     def __init__(self, config: WriterConfig):
         self.config = config
         self.client = None
+        self.texts = None  # the TextStore, over the same client, when config.store_texts
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -180,6 +186,10 @@ class MilvusWriter:
             self._create()
         else:
             raise CollectionNotFoundError(f"collection {cfg.collection} does not exist")
+        if cfg.store_texts:
+            from tributary_workers.pipeline.texts import TextStore  # texts builds on this module
+
+            self.texts = TextStore(cfg, self.client)
 
     def _properties(self) -> dict[str, str]:
         """What the collection records about itself (collection properties; every Milvus keeps them)."""
@@ -383,6 +393,7 @@ class MilvusWriter:
         ]
 
     def close(self) -> None:
+        self.texts = None  # shares the client
         if self.client is not None:
             self.client.close()
             self.client = None

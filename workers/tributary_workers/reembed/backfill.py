@@ -4,8 +4,9 @@
        late older upsert (a stream event still in flight) can't resurrect a deleted document;
     2. read the shard's live documents from the active's rows (reembed.source), in doc_id order;
     3. for each, decide on the candidate's ledger at the active's version and the rows' content
-       hash: WRITE re-embeds the stored chunk texts with the candidate's model, UNCHANGED and
-       STALE (the candidate already holds it, or something newer) skip it;
+       hash: WRITE re-embeds the stored chunk texts with the candidate's model (with ``rechunk``:
+       re-chunks the stored parsed text; a document without one fails), UNCHANGED and STALE (the
+       candidate already holds it, or something newer) skip it;
     4. after every group, save a low-watermark checkpoint (batch.checkpoint stores: redis://,
        configmap://NS/NAME or a SQLite path), so a resumed shard skips what it did. Work after the
        last save is redone cheaply: the ledger recognises this run's own commits.
@@ -32,7 +33,7 @@ from tributary_workers.reembed.copy import (
 from tributary_workers.reembed.source import read_live
 
 DOCS_PER_CHECKPOINT = 64
-COUNTS = ("documents", "written", "unchanged", "superseded", "failed", "tombstones_seeded")
+COUNTS = ("documents", "written", "unchanged", "superseded", "failed", "without_text", "tombstones_seeded")
 log = logging.getLogger(__name__)
 
 
@@ -80,12 +81,10 @@ def _run(config: ReembedConfig, reembedding: Reembedding, state: CheckpointState
         # Sequential, in doc_id order: the last document of the group is the watermark.
         state.watermark, state.sources_done = group[-1].doc_id, state.sources_done + len(group)
         state.report = {"counts": counts, "failure": failure}
-        if not config.rechunk:  # nothing was copied: a later run with parsed text starts over
-            save()
-    state.completed = not config.rechunk
-    state.report = {"counts": counts, "failure": failure}
-    if not config.rechunk:
         save()
+    state.completed = True
+    state.report = {"counts": counts, "failure": failure}
+    save()
     return _report(config, counts, failure)
 
 
@@ -95,10 +94,10 @@ def _report(config: ReembedConfig, counts: dict[str, int], failure: str) -> Step
     summary = (f"{shard}: {counts['documents']} documents, {counts['written']} written, "
                f"{counts['unchanged']} unchanged, {counts['superseded']} superseded, {counts['failed']} failed, "
                f"{counts['tombstones_seeded']} tombstones seeded")
-    if config.rechunk:
+    if counts["without_text"]:
         return StepReport(Step.BACKFILL, False, "RechunkUnavailable",
-                          f"{shard}: the chunking changed and the collection stores no parsed text; "
-                          "re-ingest the documents from their source", counts)
+                          f"{summary}; {counts['without_text']} of them without a stored parsed text to "
+                          f"re-chunk (first: {failure}): re-ingest them from their source", counts)
     if counts["failed"]:
         return StepReport(Step.BACKFILL, False, "DocumentsFailed", f"{summary}; first: {failure}", counts)
     return StepReport(Step.BACKFILL, True, "Backfilled", summary, counts)

@@ -2,7 +2,8 @@
 
 The two ledgers say everything: a document whose active record is ahead of the candidate's (or
 that the candidate lacks) is copied again from the active's rows when it is live there, and
-tombstoned in the candidate when the active tombstoned it. The candidate's repair set (documents a
+tombstoned in the candidate when the active tombstoned it (with ``rechunk``, copied from the
+active's stored parsed text, as backfill does). The candidate's repair set (documents a
 streamed write failed to reach it) is drained along the way: an entry whose document is not behind
 is removed, compare-and-delete, so a failure recorded meanwhile at a newer version stays.
 
@@ -21,7 +22,7 @@ from tributary_workers.contract import routing
 from tributary_workers.contract.reembed import Step, StepReport
 from tributary_workers.ledger import LedgerRecord
 from tributary_workers.pipeline.indexer import Status
-from tributary_workers.reembed.copy import ReembedConfig, Reembedding, tally
+from tributary_workers.reembed.copy import RECHUNK_UNAVAILABLE, ReembedConfig, Reembedding, tally
 from tributary_workers.reembed.source import read_documents
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def catchup(config: ReembedConfig) -> StepReport:
 
 def _run(config: ReembedConfig, reembedding: Reembedding) -> StepReport:
     redis = reembedding.ledger.client
-    counts = {"copied": 0, "deleted": 0, "repaired": 0, "failed": 0, "passes": 0}
+    counts = {"copied": 0, "deleted": 0, "repaired": 0, "failed": 0, "without_text": 0, "passes": 0}
     failure = ""
 
     def look() -> tuple[dict[str, LedgerRecord], Differences]:
@@ -82,23 +83,26 @@ def _run(config: ReembedConfig, reembedding: Reembedding) -> StepReport:
         repairs = routing.repairs(redis, config.index, config.collection) if config.index else {}
         return active, differences(active, dict(reembedding.ledger.records()), repairs)
 
+    without_text: set[str] = set()  # a re-chunk found no parsed text: another pass fails the same way
+
+    def to_copy(diff: Differences) -> dict[str, int]:
+        return {doc_id: version for doc_id, version in diff.copy.items() if doc_id not in without_text}
+
     active, diff = look()
-    if config.rechunk and diff.copy:  # copies would need parsed text, which is not stored (reembed.copy)
-        return StepReport(Step.CATCHUP, False, "RechunkUnavailable",
-                          f"{len(diff.copy)} documents to copy, but the chunking changed and the collection "
-                          "stores no parsed text; re-ingest them from their source",
-                          {**counts, "remaining": diff.remaining})
-    while diff.actionable and counts["passes"] < config.max_passes:
+    while (to_copy(diff) or diff.delete or diff.repaired) and counts["passes"] < config.max_passes:
         counts["passes"] += 1
+        copies = to_copy(diff)
         log.info("catch-up pass %d: %d to copy, %d to delete, %d repair entries settled", counts["passes"],
-                 len(diff.copy), len(diff.delete), len(diff.repaired))
-        docs = read_documents(reembedding.active_client, config.active_collection, diff.copy, active)
-        results = reembedding.copy(docs, diff.copy)
+                 len(copies), len(diff.delete), len(diff.repaired))
+        docs = read_documents(reembedding.active_client, config.active_collection, copies, active)
+        results = reembedding.copy(docs, copies)
         results += [reembedding.delete(doc_id, version) for doc_id, version in sorted(diff.delete.items())]
         tallied = tally(results)
         counts["copied"] += tallied["written"]
         counts["deleted"] += tallied["deleted"]
         counts["failed"] += tallied["failed"]
+        without_text.update(r.doc_id for r in results if r.reason == RECHUNK_UNAVAILABLE)
+        counts["without_text"] = len(without_text)
         failure = failure or next((f"{r.doc_id}: {r.reason}" for r in results if r.status is Status.FAILED), "")
         if config.index:
             counts["repaired"] += routing.resolve_repairs(redis, config.index, config.collection, diff.repaired)
@@ -110,6 +114,10 @@ def _run(config: ReembedConfig, reembedding: Reembedding) -> StepReport:
                f"documents; {diff.remaining} remaining")
     if failure:
         summary += f"; {counts['failed']} failed, first: {failure}"
+    if counts["without_text"]:
+        return StepReport(Step.CATCHUP, False, "RechunkUnavailable",
+                          f"{summary}; {counts['without_text']} without a stored parsed text to re-chunk: "
+                          "re-ingest them from their source", counts)
     if diff.remaining:
         return StepReport(Step.CATCHUP, False, "Behind", summary, counts)
     return StepReport(Step.CATCHUP, True, "CaughtUp", summary, counts)

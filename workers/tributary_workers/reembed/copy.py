@@ -5,12 +5,15 @@
                    (written through a DocumentIndexer with the candidate's model, fenced by the
                    candidate's own ledger namespace, created in bulk-load mode: validate builds
                    the index later)
-    copy()         a live document's stored chunk texts, re-embedded as they are
+    copy()         a live document's stored chunk texts, re-embedded as they are, and its parsed
+                   text (the active's text store) copied to the candidate's, so a later re-chunk
+                   of the candidate works too
 
-When the chunking changed (``rechunk``), stored chunks can't be reused and the documents would
-need their parsed text, which collections do not store yet: each document fails with
-RECHUNK_UNAVAILABLE, before any ledger decision; ``Reembedding.copy`` is the one place that
-would re-chunk it.
+When the chunking changed (``rechunk``), stored chunks can't be reused: the document's parsed text
+is read from the active's text store (pipeline.texts) at its live version and content hash, and
+goes through the candidate's own chunker and embedder as a fresh write would (the rows' content
+hash kept, so the ledgers decide alike). A document whose text is not stored (a collection
+written before the store existed) fails with RECHUNK_UNAVAILABLE, before any ledger decision.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from tributary_workers.pipeline.indexer import (
     Status,
 )
 from tributary_workers.pipeline.settings import PipelineSettings
+from tributary_workers.pipeline.texts import TextStore
 from tributary_workers.pipeline.writer import (
     MilvusUnavailableError,
     MilvusWriter,
+    WriterConfig,
     open_client,
 )
 from tributary_workers.reembed.source import LiveDocument
@@ -90,6 +95,7 @@ class Reembedding:
         self.config = config
         self.embedder = Embedder(config.embedder_config(config.embed_batch_size))
         self.active_client = None
+        self.active_texts: TextStore | None = None
         self.active_ledger = None
         self.ledger = None  # the candidate's
         self.writer: MilvusWriter | None = None
@@ -112,6 +118,8 @@ class Reembedding:
             raise MilvusUnavailableError(f"cannot reach Milvus at {cfg.milvus_uri}: {exc}") from exc
         if not exists:
             raise ActiveCollectionNotFoundError(f"active collection {cfg.active_collection!r} does not exist")
+        self.active_texts = TextStore(WriterConfig(uri=cfg.milvus_uri, collection=cfg.active_collection, model_id="",
+                                                   dimension=0, db_name=cfg.db_name), self.active_client)
         self.embedder.warm_up()
         self.chunker = Chunker.for_model_path(self.embedder.model_path, cfg.chunking, self.embedder.max_seq_length)
         # Streamed events may reach the candidate too (routing): a non-empty one is expected.
@@ -139,14 +147,19 @@ class Reembedding:
         """Decide, embed and write each document at versions[doc_id] (else its rows' version)."""
         results: list[DocResult] = []
         group: list[PreparedDoc] = []
+        texts = self.texts_of(docs)
         for doc in docs:
-            document = doc.as_document(versions.get(doc.doc_id, doc.version))
+            version = versions.get(doc.doc_id, doc.version)
+            text = texts.get(doc.doc_id)
             if self.config.rechunk:
-                # The seam for re-chunking: once collections store parsed text, chunk it here with
-                # self.chunker (the candidate's settings) instead of failing.
-                results.append(DocResult(doc.doc_id, document.version, Status.FAILED, reason=RECHUNK_UNAVAILABLE))
-                continue
-            outcome = self.indexer.prepare_chunks(document, doc.content_hash, self.chunks_of(doc))
+                if text is None:
+                    results.append(DocResult(doc.doc_id, version, Status.FAILED, reason=RECHUNK_UNAVAILABLE))
+                    continue
+                document = Document(doc.doc_id, version, text, dict(doc.metadata))
+                outcome = self.indexer.prepare_chunks(document, doc.content_hash, self.chunker.run, text)
+            else:
+                outcome = self.indexer.prepare_chunks(doc.as_document(version), doc.content_hash,
+                                                      self.chunks_of(doc), text)
             if isinstance(outcome, DocResult):
                 results.append(outcome)
                 continue
@@ -156,6 +169,13 @@ class Reembedding:
                 group = []
         results.extend(self._write(group))
         return results
+
+    def texts_of(self, docs: Sequence[LiveDocument]) -> dict[str, str]:
+        """The active's stored parsed texts of docs at their rows' version and content hash (those
+        stored whole); none read when neither re-chunking nor storing texts in the candidate."""
+        if not self.config.rechunk and self.writer.texts is None:
+            return {}
+        return self.active_texts.read_many({doc.doc_id: (doc.version, doc.content_hash) for doc in docs})
 
     def _write(self, group: list[PreparedDoc]) -> list[DocResult]:
         if not group:
@@ -189,10 +209,12 @@ class Reembedding:
 
 
 def tally(results: Sequence[DocResult]) -> dict[str, int]:
-    """written / unchanged / superseded / failed / deleted of a list of results."""
-    counts = {"written": 0, "unchanged": 0, "superseded": 0, "failed": 0, "deleted": 0}
+    """written / unchanged / superseded / failed / deleted of a list of results, and without_text:
+    the failed ones whose parsed text a re-chunk found missing."""
+    counts = {"written": 0, "unchanged": 0, "superseded": 0, "failed": 0, "deleted": 0, "without_text": 0}
     names = {Status.SUCCEEDED: "written", Status.UNCHANGED: "unchanged", Status.SUPERSEDED: "superseded",
              Status.FAILED: "failed", Status.DELETED: "deleted"}
     for result in results:
         counts[names[result.status]] += 1
+        counts["without_text"] += result.reason == RECHUNK_UNAVAILABLE
     return counts

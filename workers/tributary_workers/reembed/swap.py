@@ -6,8 +6,9 @@ swap with the two collections exchanged. Milvus has no compare-and-swap for alia
 narrows the window for a concurrent repoint but cannot close it (docs/reembedding-gates.md).
 
 ``retire`` refuses a collection any alias still points at (Milvus >= 2.5.5 refuses to drop one
-too), else releases and drops it and deletes its ledger namespace: the Redis keys of its ledger
-and provenance records and the index's repair set for it (or its rows of a SQLite ledger).
+too), else releases and drops it and its text store (pipeline.texts) and deletes its ledger
+namespace: the Redis keys of its ledger and provenance records and the index's repair set for it
+(or its rows of a SQLite ledger).
 Both are idempotent: an already-swapped alias and an already-dropped collection report success.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from tributary_workers.contract.keys import LEDGER_PREFIX, PROVENANCE_PREFIX, repair_key
 from tributary_workers.contract.reembed import Step, StepReport
+from tributary_workers.pipeline.texts import companion_name
 from tributary_workers.reembed import collection as coll
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -93,7 +95,7 @@ def delete_namespace(ledger_url: str, collection: str, index: str | None) -> int
 
 def retire(client: Any, collection: str, alias: str | None, ledger_url: str | None,
            index: str | None) -> StepReport:
-    """Drop collection (and its ledger namespace) unless an alias still points at it."""
+    """Drop collection (its text store and its ledger namespace too) unless an alias still points at it."""
     rows = 0
     exists = client.has_collection(collection)
     if exists:
@@ -107,6 +109,10 @@ def retire(client: Any, collection: str, alias: str | None, ledger_url: str | No
         rows = coll.row_count(client, collection)
         client.release_collection(collection)
         client.drop_collection(collection)
+    texts = companion_name(collection)
+    if client.has_collection(texts):  # its parsed texts (pipeline.texts) go with it
+        client.release_collection(texts)
+        client.drop_collection(texts)
     keys = delete_namespace(ledger_url, collection, index) if ledger_url else 0
     gone = "dropped" if exists else "was already gone"
     ledger = f", {keys} ledger keys deleted" if ledger_url else ""
