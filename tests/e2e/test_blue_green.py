@@ -2,9 +2,11 @@
 process kubelet running the step Jobs (`tributary-index-admin backfill|catchup|validate|swap`) and the
 stream workers, a real redis-server (queue and ledgers) and a real milvus-lite server.
 
-- documents that only ever arrived through the stream are re-embedded with a second model (derived
-  locally), edits and deletes published during the re-embedding land in both collections, the
-  alias moves to the candidate, every live document is there once at its newest version;
+- 200 documents that only ever arrived through the stream are re-chunked (chunking.maxTokens
+  changed) from their stored parsed text, edits and deletes published during the re-embedding land
+  in both collections, the alias moves to the candidate, every live document is there once at its
+  newest version and every chunk respects the new maxTokens;
+- a model change (a second model, derived locally) survives the operator killed in each phase;
 - reverting the spec swaps the alias straight back, without a backfill, and loses no update;
 - a validation gate that fails leaves the active collection serving and says why (and a drift check
   of the active collection shows in status.drift).
@@ -19,12 +21,13 @@ from collections import Counter, defaultdict
 import pytest
 import redis
 import yaml
-from harness.indexes import MODEL, embedding_index, get_index, wait_index_phase
+from harness.indexes import embedding_index, get_index, wait_index_phase
 from harness.models import DERIVED_DIMENSION, collapsed_model, derived_model
 from harness.waiting import wait_for
 from tributary_workers.pipeline.writer import open_client
 
 DOCS = 40
+MANY = 200  # the issue's figure, for the re-chunking test
 
 
 def apply(kube, namespace, manifest: dict) -> None:
@@ -48,14 +51,17 @@ def event(doc: int, version: int, op: str = "upsert") -> dict:
     if op == "upsert":
         topic = ["rivers", "glaciers", "deserts", "forests", "oceans", "volcanoes", "tundra", "canyons"][doc % 8]
         body["content"] = (f"# Field note {doc}\n\nRevision {version} of note {doc}: observations about "
-                           f"{topic} number {doc}, written for the blue-green test.")
+                           f"{topic} number {doc}, written for the blue-green test. The survey team walked "
+                           f"the {topic} for {doc % 7 + 2} days, measured what changed since the last "
+                           f"season, and wrote down where the {topic} met the road, the river and the town.")
     return {"event": json.dumps(body)}
 
 
-def rows_of(uri: str, name: str) -> list[dict]:
+def rows_of(uri: str, name: str, *fields: str) -> list[dict]:
     client = open_client(uri)
     try:
-        return client.query(name, filter="", output_fields=["doc_id", "version", "chunk_index"], limit=16384)
+        return client.query(name, filter="", output_fields=["doc_id", "version", "chunk_index", *fields],
+                            limit=16384)
     finally:
         client.close()
 
@@ -90,8 +96,10 @@ def second_model(tmp_path_factory):
 
 
 @pytest.fixture
-def streamed_index(kube, namespace, operator, local_node, milvus_server, redis_server):
-    """An index whose documents all arrived through a StreamPipeline (nothing else could re-embed them)."""
+def streamed_index(kube, namespace, operator, local_node, milvus_server, redis_server, request):
+    """An index whose documents all arrived through a StreamPipeline (nothing else could re-embed them);
+    DOCS of them, or as many as the test's indirect parameter says."""
+    docs = getattr(request, "param", DOCS)
     kube.kubectl("-n", namespace, "create", "secret", "generic", "redis", f"--from-literal=url={redis_server.url}")
     alias = f"bluegreen_{namespace.replace('-', '_')[-12:]}"
     index = embedding_index("handbook", alias, milvus_server.uri, ledger={"redisSecretRef": {"name": "redis"}},
@@ -104,10 +112,10 @@ def streamed_index(kube, namespace, operator, local_node, milvus_server, redis_s
         "spec": {"indexRef": {"name": "handbook"}, "replicas": {"min": 1, "max": 1},
                  "queue": {"redisSecretRef": {"name": "redis"}, "stream": f"docs:{namespace}", "group": "workers"}}})
     conn = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    for doc in range(DOCS):
+    for doc in range(docs):
         conn.xadd(f"docs:{namespace}", event(doc, 1))
-    wait_for(lambda: len(versions(rows_of(milvus_server.uri, alias))) == DOCS, timeout=180, interval=1,
-             message=f"{DOCS} streamed documents in the active collection")
+    wait_for(lambda: len(versions(rows_of(milvus_server.uri, alias))) == docs, timeout=300, interval=1,
+             message=f"{docs} streamed documents in the active collection")
     yield alias, ei["status"]["activeCollection"], conn
     conn.close()
 
@@ -116,10 +124,13 @@ def routing(kube, namespace) -> dict:
     return get_json(kube, namespace, "streampipeline", "live").get("status", {}).get("routing") or {}
 
 
-def test_reembedding_dual_writes_swaps_and_rolls_back(kube, namespace, streamed_index, milvus_server, second_model):
+@pytest.mark.parametrize("streamed_index", [MANY], indirect=True)
+def test_rechunking_dual_writes_swaps_and_rolls_back(kube, namespace, streamed_index, milvus_server):
+    from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
+
     alias, original, conn = streamed_index
     stream = f"docs:{namespace}"
-    patch_index(kube, namespace, {"model": {"name": str(second_model), "dimension": DERIVED_DIMENSION}})
+    patch_index(kube, namespace, {"chunking": {"maxTokens": 32, "overlapTokens": 4}})
 
     # Dual writes first: the pipeline's workers write to the candidate before the backfill starts.
     ei = wait_for(lambda: (o := get_index(kube, namespace, "handbook"))["status"].get("candidateCollection") and o,
@@ -128,10 +139,10 @@ def test_reembedding_dual_writes_swaps_and_rolls_back(kube, namespace, streamed_
     assert candidate != original and alias_target(milvus_server.uri, alias) == original
     wait_for(lambda: (r := routing(kube, namespace)).get("applied") and candidate in r.get("targets", []),
              timeout=60, message="every worker applied the routing record with the candidate")
-    # While the re-embedding runs: 5 edits and 3 deletes through the stream.
-    for doc in range(5):
+    # While the re-embedding runs: 20 edits and 10 deletes through the stream.
+    for doc in range(20):
         conn.xadd(stream, event(doc, 2))
-    for doc in range(5, 8):
+    for doc in range(20, 30):
         conn.xadd(stream, event(doc, 2, op="delete"))
 
     phases = []
@@ -144,7 +155,7 @@ def test_reembedding_dual_writes_swaps_and_rolls_back(kube, namespace, streamed_
         moved = phase == "Ready" and o["status"].get("activeCollection") != original
         return (moved or phase == "Failed") and o
 
-    ei = wait_for(swapped, timeout=420, interval=0.5, message="the alias swapped to the candidate")
+    ei = wait_for(swapped, timeout=600, interval=0.5, message="the alias swapped to the candidate")
     st = ei["status"]
     assert st["phase"] == "Ready", (phases, st)
     print(f"phases: {' -> '.join(p or '-' for p in phases)}")
@@ -153,13 +164,17 @@ def test_reembedding_dual_writes_swaps_and_rolls_back(kube, namespace, streamed_
     assert alias_target(milvus_server.uri, alias) == candidate
     assert condition(ei, "Validated")["status"] == "True" and condition(ei, "SelfRetrieval")["status"] == "True"
     assert condition(ei, "Ready")["status"] == "True"
-    assert vector_dimension(milvus_server.uri, candidate) == DERIVED_DIMENSION
 
-    wanted = {f"doc-{d:03d}.md": ({2} if d < 5 else {1}) for d in range(DOCS) if not 5 <= d < 8}
+    wanted = {f"doc-{d:03d}.md": ({2} if d < 20 else {1}) for d in range(MANY) if not 20 <= d < 30}
     wait_for(lambda: versions(rows_of(milvus_server.uri, alias)) == wanted, timeout=60,
              message="every live document at its newest version through the alias")
-    rows = rows_of(milvus_server.uri, alias)
+    rows = rows_of(milvus_server.uri, alias, "text")
     assert not [k for k, n in Counter((r["doc_id"], r["chunk_index"]) for r in rows).items() if n > 1]  # once
+    embedder = Embedder(EmbedderConfig())
+    embedder.warm_up()
+    longest = max(len(embedder.tokenizer(r["text"], add_special_tokens=False)["input_ids"]) for r in rows)
+    before = rows_of(milvus_server.uri, original, "text")
+    assert longest <= 32 and len(rows) > len(before) * 0.9, (longest, len(rows), len(before))  # re-chunked
 
     # After the swap the previous collection keeps receiving updates, so a rollback loses none.
     wait_for(lambda: (r := routing(kube, namespace)).get("targets") == [candidate, original] and r.get("applied"),
@@ -177,7 +192,7 @@ def test_reembedding_dual_writes_swaps_and_rolls_back(kube, namespace, streamed_
         return alias_target(milvus_server.uri, alias) == original
 
     reverted = time.monotonic()
-    patch_index(kube, namespace, {"model": {"name": MODEL, "dimension": 384}})
+    patch_index(kube, namespace, {"chunking": {"maxTokens": 64, "overlapTokens": 8}})
     wait_for(rolled_back, timeout=30, interval=0.2, message="the alias back on the previous collection")
     took = time.monotonic() - reverted
     print(f"rollback: alias back on {original} {took:.1f}s after the spec was reverted")
@@ -217,7 +232,7 @@ def test_a_failed_gate_keeps_the_active_collection_serving(kube, namespace, stre
         client.close()
 
 
-def test_an_operator_killed_in_each_phase_resumes_to_the_same_end(kube, namespace, streamed_index, milvus_server,
+def test_a_model_change_survives_the_operator_killed_in_each_phase(kube, namespace, streamed_index, milvus_server,
                                                                    second_model, operator, tmp_path):
     import re
 
@@ -259,3 +274,4 @@ def test_an_operator_killed_in_each_phase_resumes_to_the_same_end(kube, namespac
     for kind in ("backfill", "catchup", "validate", "swap"):  # one Job per step, never a second
         assert len([j for j in jobs_seen if f"-{kind}-" in j]) <= 1, sorted(jobs_seen)
     assert versions(rows_of(milvus_server.uri, alias)) == {f"doc-{d:03d}.md": {1} for d in range(DOCS)}
+    assert vector_dimension(milvus_server.uri, candidate) == DERIVED_DIMENSION
