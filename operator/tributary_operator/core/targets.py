@@ -5,13 +5,16 @@ the EmbeddingIndex's active collection (``index_target``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tributary_workers.contract import defaults as shared
+from tributary_workers.contract import env as ENV
 
 from tributary_operator.api.v1alpha1 import CollectionSpec, EmbeddingIndex
+from tributary_operator.core.pods import env_var
 
 
 def active_spec(index: EmbeddingIndex) -> CollectionSpec:
@@ -41,6 +44,21 @@ class ResolvedTarget:
     backend: str | None = None  # None: the workers' default
     quantize: str | None = None
     ledger_secret: tuple[str, str] | None = None  # (Secret, key) of the index's shared ledger, if any
+
+
+def optional_target_env(target: ResolvedTarget) -> list[dict[str, Any]]:
+    """The target's settings a worker takes only when they are set (its defaults stand otherwise)."""
+    env = []
+    if target.model != shared.DEFAULT_MODEL_ID:
+        env.append(env_var(ENV.MODEL, target.model))
+    for name, value in ((ENV.BACKEND, target.backend), (ENV.QUANTIZE, target.quantize),
+                        (ENV.MAX_SEQUENCE_LENGTH, target.max_sequence_length), (ENV.DIMENSION, target.dimension),
+                        (ENV.MAX_TOKENS, target.max_tokens), (ENV.MILVUS_DATABASE, target.database or None)):
+        if value is not None:
+            env.append(env_var(name, value))
+    if target.index_params:
+        env.append(env_var(ENV.INDEX_PARAMS, json.dumps(dict(target.index_params), sort_keys=True)))
+    return env
 
 
 def index_target(index: EmbeddingIndex) -> ResolvedTarget | None:

@@ -11,7 +11,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from tributary_workers.contract import defaults as shared
 from tributary_workers.contract import env as ENV
 from tributary_workers.contract import keys
 from tributary_workers.contract.exits import EXIT_PERMANENT
@@ -26,7 +25,7 @@ from tributary_operator.core.pods import (
 )
 from tributary_operator.core.pods import env_var as _env
 from tributary_operator.core.pods import secret_env_var as _secret_env
-from tributary_operator.core.targets import ResolvedTarget
+from tributary_operator.core.targets import ResolvedTarget, optional_target_env
 from tributary_operator.api.v1alpha1 import (
     CheckpointBackend,
     IngestionJob,
@@ -133,22 +132,7 @@ def worker_env(ij: IngestionJob, run_name: str, target: ResolvedTarget, defaults
         env.append(_env(ENV.INCLUDE, ",".join(source.include)))
     if source.exclude:
         env.append(_env(ENV.EXCLUDE, ",".join(source.exclude)))
-    if target.model != shared.DEFAULT_MODEL_ID:
-        env.append(_env(ENV.MODEL, target.model))
-    if target.backend is not None:
-        env.append(_env(ENV.BACKEND, target.backend))
-    if target.quantize is not None:
-        env.append(_env(ENV.QUANTIZE, target.quantize))
-    if target.max_sequence_length is not None:
-        env.append(_env(ENV.MAX_SEQUENCE_LENGTH, target.max_sequence_length))
-    if target.index_params:
-        env.append(_env(ENV.INDEX_PARAMS, json.dumps(dict(target.index_params), sort_keys=True)))
-    if target.database:
-        env.append(_env(ENV.MILVUS_DATABASE, target.database))
-    if target.dimension is not None:
-        env.append(_env(ENV.DIMENSION, target.dimension))
-    if target.max_tokens is not None:
-        env.append(_env(ENV.MAX_TOKENS, target.max_tokens))
+    env += optional_target_env(target)
     if spec.mode is IngestionMode.INITIAL_LOAD:
         env.append(_env(ENV.BULK_LOAD, "true"))
     if spec.target.index_ref is not None:  # the EmbeddingIndex made it; a dropped one is not remade

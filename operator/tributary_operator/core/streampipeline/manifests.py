@@ -26,7 +26,7 @@ from tributary_operator.core.pods import (
     service_account_name,
     worker_container_basics,
 )
-from tributary_operator.core.targets import ResolvedTarget, active_spec
+from tributary_operator.core.targets import ResolvedTarget, active_spec, optional_target_env
 
 LABEL_PIPELINE = "tributary.dev/streampipeline"
 COMPONENT = "stream-worker"
@@ -118,22 +118,7 @@ def worker_env(sp: StreamPipeline, index: EmbeddingIndex, target: ResolvedTarget
         env_var(ENV.INDEX_TYPE, target.index_type),
         env_var(ENV.METRICS_PORT, defaults.metrics_port),
     ]
-    if target.model != shared.DEFAULT_MODEL_ID:
-        env.append(env_var(ENV.MODEL, target.model))
-    if target.max_tokens is not None:
-        env.append(env_var(ENV.MAX_TOKENS, target.max_tokens))
-    if target.max_sequence_length is not None:
-        env.append(env_var(ENV.MAX_SEQUENCE_LENGTH, target.max_sequence_length))
-    if target.dimension is not None:
-        env.append(env_var(ENV.DIMENSION, target.dimension))
-    if target.index_params:
-        env.append(env_var(ENV.INDEX_PARAMS, json.dumps(dict(target.index_params), sort_keys=True)))
-    if target.database:
-        env.append(env_var(ENV.MILVUS_DATABASE, target.database))
-    if target.backend is not None:
-        env.append(env_var(ENV.BACKEND, target.backend))
-    if target.quantize is not None:
-        env.append(env_var(ENV.QUANTIZE, target.quantize))
+    env += optional_target_env(target)
     if target.credentials_secret:
         env.append(secret_env_var(ENV.MILVUS_TOKEN, target.credentials_secret, MILVUS_TOKEN_KEY))
     worker = spec.worker
