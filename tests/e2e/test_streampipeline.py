@@ -4,6 +4,8 @@ real milvus-lite server.
 
 - a burst wakes the pipeline from zero, scales it up, every document ends at its newest version
   exactly once, and it scales back to zero with the gone pods' consumers deleted;
+- 2,000 events with a scale-down while batches are in flight: nothing lost or duplicated, and one
+  event then wakes the pipeline again;
 - Redis unreachable: Degraded, replicas held, recovered without a hand;
 - an HPA on the workers: the operator stands back (ScalingActive=False, ExternalAutoscaler);
 - a changed spec rolls the Deployment; a missing index or Secret is named on the object;
@@ -139,6 +141,47 @@ def test_burst_wakes_from_zero_scales_up_writes_newest_once_and_returns_to_zero(
              message="the gone pods' consumers are deleted from the group")
     assert not stream_redis.hgetall(f"tributary:routing:{ready_index.alias}:applied")  # their reports too
     assert len(newest_rows(ready_index.milvus_uri, ready_index.alias)) == DOCS
+
+
+def test_a_2000_event_burst_survives_a_scale_down_mid_flight_and_one_event_wakes_it_again(
+        kube, namespace, ready_index, stream_redis):
+    docs, versions = 200, 10  # 2,000 events: every version of every document, oldest first
+    spec = dict(replicas={"min": 0, "max": 3}, batching={"maxBatchSize": 16},
+                scaling={"targetLagPerReplica": 50, "pollingIntervalSeconds": 1,
+                         "scaleDownStabilizationSeconds": 3, "scaleToZero": True})
+    apply(kube, namespace, pipeline(**spec))
+    wait_status(kube, namespace, lambda s: s.get("phase") == "Idle", "pipeline Idle at zero")
+    pipe = stream_redis.pipeline(transaction=True)
+    for version in range(1, versions + 1):
+        for doc in range(docs):
+            pipe.xadd("docs:live", {"event": event(doc, version)})
+    pipe.execute()
+    wait_status(kube, namespace, lambda s: s.get("replicas") == 3, "three workers", timeout=120)
+    # Scale down while batches are in flight: the removed pods drain and acknowledge theirs.
+    busy = wait_status(kube, namespace, lambda s: 0 < (s.get("backlog") or 0) < docs * versions - 100,
+                       "workers busy with a backlog left", timeout=180)
+    apply(kube, namespace, pipeline(**{**spec, "replicas": {"min": 0, "max": 1}}))
+    wait_for(lambda: deployment(kube, namespace)["spec"]["replicas"] == 1, timeout=30, interval=0.3,
+             message="scaled down to one with work in flight")
+    print(f"scaled down with a backlog of {busy['backlog']}")
+
+    def converged():
+        rows = newest_rows(ready_index.milvus_uri, ready_index.alias)
+        return len(rows) == docs and all(v == {versions} for v in rows.values()) and rows
+    wait_for(converged, timeout=600, interval=2.0, message="every document at its newest version, once")
+    client = open_client(ready_index.milvus_uri)
+    try:
+        rows = client.query(ready_index.alias, filter="", output_fields=["doc_id", "chunk_index"], limit=16384)
+    finally:
+        client.close()
+    assert len(rows) == len({(r["doc_id"], r["chunk_index"]) for r in rows})  # nothing duplicated
+    wait_status(kube, namespace, lambda s: s.get("phase") == "Idle" and s.get("replicas") == 0,
+                "back to zero", timeout=180)
+    assert not stream_redis.xpending("docs:live", "workers")["pending"]
+
+    stream_redis.xadd("docs:live", {"event": event(docs, 1)})  # one event wakes it and becomes searchable
+    wait_for(lambda: f"doc-{docs:03d}.md" in newest_rows(ready_index.milvus_uri, ready_index.alias),
+             timeout=120, interval=1.0, message="a single event woke the pipeline and is searchable")
 
 
 def test_unreachable_redis_degrades_holds_replicas_and_recovers(kube, namespace, ready_index, tmp_path):
