@@ -234,8 +234,6 @@ def test_a_failed_gate_keeps_the_active_collection_serving(kube, namespace, stre
 
 def test_a_model_change_survives_the_operator_killed_in_each_phase(kube, namespace, streamed_index, milvus_server,
                                                                    second_model, operator, tmp_path):
-    import re
-
     from harness.operator import launch
     from tributary_workers.localservers import stop
 
@@ -257,15 +255,22 @@ def test_a_model_change_survives_the_operator_killed_in_each_phase(kube, namespa
             return (done or phase == "Failed") and o
 
         ei = wait_for(step, timeout=480, interval=0.3, message="the re-embedding finished across operator restarts")
+        print(f"operator killed in: {', '.join(killed)}")
+        after_restarts(kube, namespace, ei, killed, jobs_seen, alias, original, milvus_server.uri)
     finally:
         if running is not operator:
             stop(running.proc)
-    print(f"operator killed in: {', '.join(killed)}")
+
+
+def after_restarts(kube, namespace, ei, killed, jobs_seen, alias, original, milvus_server_uri) -> None:
+    """The end state after the restarts: one candidate, one Job per step, then retention retires."""
+    import re
+
     assert ei["status"]["phase"] == "Ready", ei["status"]
     assert {"Backfilling", "CatchingUp"} <= set(killed), killed
     candidate = ei["status"]["activeCollection"]
-    assert alias_target(milvus_server.uri, alias) == candidate and ei["status"]["previousCollection"] == original
-    client = open_client(milvus_server.uri)
+    assert alias_target(milvus_server_uri, alias) == candidate and ei["status"]["previousCollection"] == original
+    client = open_client(milvus_server_uri)
     try:
         made = {c for c in client.list_collections() if re.fullmatch(rf"{alias}_[0-9a-f]{{8}}", c)}
     finally:
@@ -273,5 +278,18 @@ def test_a_model_change_survives_the_operator_killed_in_each_phase(kube, namespa
     assert made == {original, candidate}  # no second candidate
     for kind in ("backfill", "catchup", "validate", "swap"):  # one Job per step, never a second
         assert len([j for j in jobs_seen if f"-{kind}-" in j]) <= 1, sorted(jobs_seen)
-    assert versions(rows_of(milvus_server.uri, alias)) == {f"doc-{d:03d}.md": {1} for d in range(DOCS)}
-    assert vector_dimension(milvus_server.uri, candidate) == DERIVED_DIMENSION
+    assert versions(rows_of(milvus_server_uri, alias)) == {f"doc-{d:03d}.md": {1} for d in range(DOCS)}
+    assert vector_dimension(milvus_server_uri, candidate) == DERIVED_DIMENSION
+
+    # Retention: not kept any more, so the pipelines stop writing to it, then it is dropped.
+    patch_index(kube, namespace, {"retention": {"keepPrevious": False}})
+    ei = wait_for(lambda: not (o := get_index(kube, namespace, "handbook"))["status"].get("previousCollection") and o,
+                  timeout=120, message="the previous collection retired")
+    assert condition(ei, "Progressing")["reason"] == "Retired"
+    assert routing(kube, namespace)["targets"] == [candidate]
+    client = open_client(milvus_server_uri)
+    try:
+        assert not client.has_collection(original) and client.has_collection(candidate)
+    finally:
+        client.close()
+    assert alias_target(milvus_server_uri, alias) == candidate
