@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TESTS = Path(__file__).parent
 TIERS = ("unit", "integration", "e2e")
 
-pytest_plugins = ["harness.servers", "harness.cluster", "harness.operator", "harness.node", "harness.s3", "harness.indexes"]
+pytest_plugins = ["harness.servers", "harness.cluster", "harness.operator", "harness.node", "harness.s3", "harness.indexes", "harness.models"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,8 @@
                            normalisation. Another model id (the folder's name and a digest of
                            its files), another dimension, vectors that still retrieve like the
                            original's.
+    derived_path  (session fixture) derived_model built once per test session
+    bundled       (session fixture) the bundled model's Embedder, warmed up
     collapsed_model(folder)  the same with a projection that maps every text to one vector: a model
                            that cannot retrieve anything, for a validation gate that must fail.
 """
@@ -12,6 +14,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 DERIVED_DIMENSION = 256
 
@@ -46,3 +50,17 @@ def derived_model(folder: Path, dimension: int = DERIVED_DIMENSION, collapse: bo
     derived.save(str(tmp))
     tmp.rename(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def derived_path(tmp_path_factory) -> Path:
+    return derived_model(tmp_path_factory.mktemp("models") / "derived-256")
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
+
+    embedder = Embedder(EmbedderConfig(device="cpu"))
+    embedder.warm_up()
+    return embedder

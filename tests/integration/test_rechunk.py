@@ -5,10 +5,9 @@ and catch-up give the candidate exactly the chunks its own chunking makes of the
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-from harness.models import DERIVED_DIMENSION, derived_model
+from harness.models import DERIVED_DIMENSION
 from tributary_workers.documents import Document
 from tributary_workers.ledger import RedisLedger
 from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
@@ -35,18 +34,6 @@ def irregular(seed: int, words: int = 560) -> str:
 def huge(seed: int) -> str:
     """Over 65535 UTF-8 bytes in few tokens: 150-character words of 2-byte letters (one [UNK] each)."""
     return "  ".join(("é" * 149 + str(i % 10)) + ("\n" if i % 7 == 0 else "") for i in range(260)) + f" {seed}\n"
-
-
-@pytest.fixture(scope="session")
-def derived_path(tmp_path_factory) -> Path:
-    return derived_model(tmp_path_factory.mktemp("models") / "derived-256")
-
-
-@pytest.fixture(scope="session")
-def bundled() -> Embedder:
-    embedder = Embedder(EmbedderConfig(device="cpu"))
-    embedder.warm_up()
-    return embedder
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tributary_workers.pipeline.embedder import resolve_model
-from harness.models import DERIVED_DIMENSION, derived_model
+from harness.models import DERIVED_DIMENSION
 from harness.servers import free_port
 from tributary_workers.batch.checkpoint import open_checkpoint_store
 from tributary_workers.batch.worker import shard_of
@@ -40,18 +40,6 @@ def text_of(doc_id: str, version: int) -> str:
     n = int(doc_id[5:7])
     return "\n\n".join(" ".join(WORDS[(n + p + k) % len(WORDS)] for k in range(30)) + f" {doc_id} v{version} p{p}."
                        for p in range(3))
-
-
-@pytest.fixture(scope="session")
-def derived_path(tmp_path_factory) -> Path:
-    return derived_model(tmp_path_factory.mktemp("models") / "derived-256")
-
-
-@pytest.fixture(scope="session")
-def bundled() -> Embedder:
-    embedder = Embedder(EmbedderConfig(device="cpu"))
-    embedder.warm_up()
-    return embedder
 
 
 @dataclass
