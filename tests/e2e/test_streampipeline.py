@@ -131,8 +131,11 @@ def test_burst_wakes_from_zero_scales_up_writes_newest_once_and_returns_to_zero(
         rows = newest_rows(ready_index.milvus_uri, ready_index.alias)
         return len(rows) == DOCS and all(v == {VERSIONS} for v in rows.values()) and rows
     wait_for(converged, timeout=300, interval=1.0, message="every document at its newest version, once")
-    info = next(g for g in stream_redis.xinfo_groups("docs:live") if g["name"] == "workers")
-    assert info["pending"] == 0
+    # The newest versions can land while older ones are still in flight (fenced by the ledger, then
+    # acknowledged), so the group drains shortly after convergence, not necessarily before it.
+    def drained():
+        return next(g for g in stream_redis.xinfo_groups("docs:live") if g["name"] == "workers")["pending"] == 0
+    wait_for(drained, timeout=60, interval=0.5, message="every entry acknowledged")
 
     back = wait_status(kube, namespace, lambda s: s.get("phase") == "Idle" and s.get("replicas") == 0,
                        "scaled back to zero", timeout=180)
