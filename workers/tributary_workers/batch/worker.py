@@ -4,6 +4,7 @@ Three stages run on their own threads so the model is never idle waiting for I/O
 
     loaders (max_concurrency threads)  read + parse + ledger decide + chunk, one source ref each
     embedder (1 thread)                gathers chunks of many documents into embed_batch_size calls
+                                       (more on a GPU fed directly: Embedder.call_size)
     writer (1 thread)                  upserts rows, commits the ledger, records progress
 
 Queues between them are bounded, so memory stays flat however large the source is.
@@ -237,6 +238,7 @@ class BatchWorker:
         def embed() -> None:
             group: list[_Loaded] = []
             chunks = 0
+            call_size = max(cfg.embed_batch_size, self.embedder.call_size)  # a GPU takes more per call
             while True:
                 try:
                     item = loaded.get(timeout=0.05 if group else 0.5)
@@ -256,7 +258,7 @@ class BatchWorker:
                     return
                 group.append(item)
                 chunks += sum(len(p.chunks) for p in item.prepared)
-                if chunks >= cfg.embed_batch_size:
+                if chunks >= call_size:
                     self._embed_group(group)
                     if not put(embedded, group):
                         return

@@ -2,7 +2,8 @@
 
 torch and fp32 ONNX Runtime run the same weights in the same precision; their vectors agree at
 cosine >= 0.99 (tests/integration/test_embed_backends.py holds them to it), so they count as one
-encoder and may share a collection. int8 moves vectors measurably: it is another encoder, so a
+encoder and may share a collection; so do the direct path's fp16 vectors on a GPU, within cosine
+0.999 of fp32 (tests/integration/test_embed_direct.py). int8 moves vectors measurably: it is another encoder, so a
 collection records it and refuses the other (switching is a re-embedding, like a model change).
 """
 

