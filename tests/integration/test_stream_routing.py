@@ -129,7 +129,7 @@ def test_each_target_is_chunked_by_its_own_settings_and_rebuilt_when_they_change
             {"collection": candidate, "max_tokens": 64, "overlap_tokens": 0, "create": True}])
         producer.publish_many([upsert("b", 2)])
         wait_for(lambda: drained(stream), timeout=120, message="the second event was not acknowledged")
-        assert sorted(t.settings.chunking.max_tokens for t in worker.targets.values()) == [48, 64], \
+        assert sorted(t.settings.chunking.max_tokens for t in worker.targets.open) == [48, 64], \
             "the replaced target was closed and forgotten"
     assert wide.max_tokens == 96 and len(pks(wide, "a", 1)) < len(pks(active_chunks, "a", 1))
     assert rows(milvus_server.uri, collection_name) == {"a": pks(active_chunks, "a", 1),

@@ -88,7 +88,7 @@ def test_a_target_whose_settings_change_is_rebuilt_and_only_a_secondary_with_cre
     active2, candidate2 = worker._targets(changed)
     assert candidate2 is not candidate and candidate2.settings.chunking == ChunkerConfig(96, 8)
     assert active2 is not active, "create changed too"
-    assert set(worker.targets.values()) == {active2, candidate2}, "replaced targets are dropped"
+    assert set(worker.targets.open) == {active2, candidate2}, "replaced targets are dropped"
     (configured,) = worker._targets(None)
     assert configured.collection == "docs" and configured.may_create and not configured.routed
 

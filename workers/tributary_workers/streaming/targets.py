@@ -1,77 +1,26 @@
-"""What a streaming worker writes to: the documents events carry, and the write targets of a batch.
+"""What a streaming worker writes to: the write targets of a batch, and the set it keeps open.
 
 A target is one entry of the routing record (collection, model and its optional settings), with
-its own embedder, chunker, writer and version-ledger namespace; an upsert event's document is its
-content parsed in place, or its uri read through the batch sources.
+its own embedder, chunker, writer and version-ledger namespace. ``TargetSet`` keeps one open per
+target (a changed setting is another target; one no longer routed to is closed) and one
+embedder and chunker per model and settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from tributary_workers.contract.routing import RoutingError, Target
-from tributary_workers.documents import (
-    Document,
-    DocumentError,
-    DocumentRef,
-    RawDocument,
-)
+from tributary_workers.contract.routing import RoutingError, RoutingRecord, Target
+from tributary_workers.documents import Document
 from tributary_workers.errors import PermanentError, one_line
 from tributary_workers.ledger import open_ledger
-from tributary_workers.pipeline.chunker import ChunkerConfig
+from tributary_workers.pipeline.chunker import Chunker, ChunkerConfig
+from tributary_workers.pipeline.embedder import Embedder, ModelNotFoundError, resolve_model
 from tributary_workers.pipeline.indexer import DocResult, DocumentIndexer
-from tributary_workers.pipeline.parsers import Parser
 from tributary_workers.pipeline.settings import PipelineSettings
-from tributary_workers.pipeline.sources import SourceError, open_source
 from tributary_workers.pipeline.writer import AliasTargetError, CollectionNotFoundError, MilvusWriter
-from tributary_workers.streaming.events import Event
-
-if TYPE_CHECKING:
-    from tributary_workers.streaming.worker import StreamWorker
-
-
-# --- documents of events ------------------------------------------------------------------------
-
-
-class EventDocuments:
-    """The Document an upsert event carries: its content parsed in place, or its uri read through
-    the same sources and parsers as batch. doc_id and version are always the event's."""
-
-    def __init__(self, parser: Parser):
-        self.parser = parser
-        self._sources: dict[tuple[str, str], Any] = {}
-
-    def resolve(self, event: Event) -> Document:
-        if event.content is not None:
-            raw = RawDocument(event.doc_id, "", event.version, event.content.encode(), event.content_type)
-        else:
-            raw = self._read(event)
-        parsed = self.parser.run(raw)
-        if parsed.failures:
-            raise DocumentError(parsed.failures[0][1])
-        if len(parsed.documents) != 1:
-            raise DocumentError(f"the content holds {len(parsed.documents)} records; an event carries one document")
-        document = parsed.documents[0]
-        return Document(event.doc_id, event.version, document.text, {**document.metadata, **event.metadata},
-                        document.source_uri)
-
-    def _read(self, event: Event) -> RawDocument:
-        uri = event.uri or ""
-        parts = urlsplit(uri)
-        scheme = parts.scheme.lower()
-        key = (scheme, parts.netloc if scheme in ("http", "https", "s3") else "")
-        try:
-            source = self._sources.get(key)
-            if source is None:
-                source = self._sources[key] = open_source(uri)
-            raw = source.read(DocumentRef(event.doc_id, uri, event.version))
-        except SourceError as exc:
-            raise DocumentError(str(exc)) from None
-        return replace(raw, doc_id=event.doc_id, version=event.version,
-                       content_type=event.content_type or raw.content_type)
+from tributary_workers.streaming.config import StreamConfig
 
 
 # --- write targets ------------------------------------------------------------------------------
@@ -118,14 +67,14 @@ class WriteTarget:
     is created only when it is a secondary with ``create`` (the candidate); ``active`` is set by
     the worker from the target's position at every batch."""
 
-    def __init__(self, spec: Target, worker: StreamWorker, routed: bool = True):
+    def __init__(self, spec: Target, owner: TargetSet, routed: bool = True):
         self.spec = spec
         self.collection = spec.collection
         self.model = spec.model
         self.routed = routed
         self.active = True
-        self.settings = stage_settings(spec if routed else None, worker.config)
-        self.worker = worker
+        self.settings = stage_settings(spec if routed else None, owner.config)
+        self.owner = owner
         self.indexer: DocumentIndexer | None = None
 
     @property
@@ -140,9 +89,9 @@ class WriteTarget:
     def warm_up(self) -> None:
         if self.indexer is not None:
             return
-        cfg = self.worker.config
+        cfg = self.owner.config
         try:
-            embedder, chunker = self.worker.stages(self.settings)
+            embedder, chunker = self.owner.stages(self.settings)
         except PermanentError as exc:  # the record's settings: the active holds, a secondary fails alone
             if self.routed and self.active:
                 raise TargetRefused(f"routing target {self.collection}: {one_line(exc)}") from None
@@ -180,3 +129,73 @@ class WriteTarget:
                 except Exception:  # closing is best effort
                     pass
             self.indexer = None
+
+
+class TargetSet:
+    """The targets a worker has open, and the embedders and chunkers they share."""
+
+    def __init__(self, config: StreamConfig):
+        self.config = config
+        self._open: dict[tuple[Target, bool, str], WriteTarget] = {}
+        self._stages: dict[tuple, tuple[Embedder, Chunker]] = {}
+
+    @property
+    def open(self) -> list[WriteTarget]:
+        return list(self._open.values())
+
+    def stages(self, settings: StageSettings) -> tuple[Embedder, Chunker]:
+        """One embedder and chunker per model and settings (a model itself loads once per process)."""
+        path, _ = resolve_model(settings.model)
+        key = (str(path), settings.backend, settings.quantize, settings.dimension, settings.chunking)
+        if key not in self._stages:
+            cfg = self.config
+            embedder = Embedder(replace(cfg.embedder_config(cfg.embed_batch_size), model=settings.model,
+                                        backend=settings.backend, quantize=settings.quantize,
+                                        dimension=settings.dimension))
+            embedder.warm_up()
+            chunker = Chunker.for_model_path(embedder.model_path, settings.chunking, embedder.max_seq_length)
+            self._stages[key] = (embedder, chunker)
+        return self._stages[key]
+
+    def _target(self, spec: Target, routed: bool) -> WriteTarget:
+        """Cached by the whole target (a changed setting is another target) and the model's path."""
+        try:
+            key = (spec, routed, str(resolve_model(spec.model)[0]))
+        except ModelNotFoundError as exc:
+            raise RoutingError(f"routing target {spec.collection!r}: {exc}") from None
+        if key not in self._open:
+            self._open[key] = WriteTarget(spec, self, routed)
+        return self._open[key]
+
+    def of(self, record: RoutingRecord | None) -> list[WriteTarget]:
+        """The targets of a routing record, the active first (None: the configured collection);
+        open ones no longer among them are closed."""
+        cfg = self.config
+        if record is None:
+            # Not validated as a routing target: the configured name is the operator's or the CLI's.
+            targets = [self._target(Target.model_construct(collection=cfg.collection, model=cfg.model), False)]
+        else:
+            targets = [self._target(spec, True) for spec in record.targets]
+        for position, target in enumerate(targets):
+            target.active = position == 0
+        for key in [k for k, t in self._open.items() if t not in targets]:
+            self._open.pop(key).close()
+        return targets
+
+    @staticmethod
+    def refuse_unfit(targets: Sequence[WriteTarget]) -> None:
+        """Warm every target up; a refused one (TargetRefused) holds the batch like an invalid
+        record. Other warm-up errors are left to the write, which fails them again: retried for
+        the active, recorded for repair for a secondary."""
+        for target in targets:
+            try:
+                target.warm_up()
+            except RoutingError:
+                raise
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        for target in self._open.values():
+            target.close()
+        self._open.clear()

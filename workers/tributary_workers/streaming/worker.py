@@ -30,7 +30,9 @@ Failures:
 Superseded and unchanged results are successes: the index already holds something newer or equal.
 
 The loop is one class on purpose (about 400 lines): reading, claiming, handling, retrying and
-settling a batch share the delivery guarantees above, and are easier to check read together.
+settling a batch share the delivery guarantees above, and are easier to check read together. What
+it writes to (targets opened, cached and closed by routing record) is streaming/targets.py's TargetSet;
+the documents events carry are streaming/documents.py's.
 
 Starting: warm_up() retries Redis and Milvus while they are unreachable (capped back-off, one log
 line per attempt) for warm_up_timeout_s (0: forever), so a worker started before them does not
@@ -51,28 +53,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from tenacity import Retrying, retry_if_exception, wait_exponential
 
-from tributary_workers.contract.routing import (
-    RoutingError,
-    RoutingRecord,
-    Target,
-    read_routing,
-    record_repairs,
-)
+from tributary_workers.contract.routing import RoutingError, RoutingRecord, read_routing, record_repairs
 from tributary_workers.documents import (
     Document,
     DocumentError,
 )
 from tributary_workers.errors import one_line
-from tributary_workers.pipeline.chunker import Chunker
-from tributary_workers.pipeline.embedder import (
-    Embedder,
-    ModelNotFoundError,
-    resolve_model,
-)
 from tributary_workers.pipeline.parsers import Parser
 from tributary_workers.streaming.config import StreamConfig
 from tributary_workers.streaming.decisions import (
@@ -109,7 +98,8 @@ from tributary_workers.streaming.outcomes import (
     classify,
     repairs_by_collection,
 )
-from tributary_workers.streaming.targets import EventDocuments, StageSettings, WriteTarget, stage_settings
+from tributary_workers.streaming.documents import EventDocuments
+from tributary_workers.streaming.targets import TargetSet, WriteTarget, stage_settings
 from tributary_workers.streaming.warmup import Retrier, StoppedDuringWarmUp, WarmUpTimeout, redacted
 
 __all__ = ["StoppedDuringWarmUp", "StreamWorker", "WarmUpTimeout"]
@@ -139,8 +129,7 @@ class StreamWorker:
         self.parser = Parser(config.parser)
         self.documents = EventDocuments(self.parser)
         self.stream: RedisStream | None = None
-        self.targets: dict[tuple[Target, bool, str], WriteTarget] = {}
-        self._stages: dict[tuple, tuple[Embedder, Chunker]] = {}
+        self.targets = TargetSet(config)
         self._stop = threading.Event()
         self._deadline: float | None = None
         self.generations = Generations()
@@ -165,7 +154,7 @@ class StreamWorker:
         redis_at = f"Redis at {redacted(cfg.redis_url)}"
         until_ready(redis_at, lambda: (self.stream.client.ping(), self.stream.ensure_group()))
         self.parser.warm_up()
-        self.stages(stage_settings(None, cfg))
+        self.targets.stages(stage_settings(None, cfg))
         record = until_ready(redis_at, self._routing_at_warm_up)
         if record is None:
             # The configured collection: unreachable Milvus is retried; another dimension is fatal.
@@ -181,55 +170,10 @@ class StreamWorker:
             log.error("%s; not consuming until it is fixed", exc)
             return None
 
-    def stages(self, settings: StageSettings) -> tuple[Embedder, Chunker]:
-        """One embedder and chunker per model and settings (a model itself loads once per process)."""
-        path, _ = resolve_model(settings.model)
-        key = (str(path), settings.backend, settings.quantize, settings.dimension, settings.chunking)
-        if key not in self._stages:
-            cfg = self.config
-            embedder = Embedder(replace(cfg.embedder_config(cfg.embed_batch_size), model=settings.model,
-                                        backend=settings.backend, quantize=settings.quantize,
-                                        dimension=settings.dimension))
-            embedder.warm_up()
-            chunker = Chunker.for_model_path(embedder.model_path, settings.chunking, embedder.max_seq_length)
-            self._stages[key] = (embedder, chunker)
-        return self._stages[key]
-
-    def _target(self, spec: Target, routed: bool) -> WriteTarget:
-        """Cached by the whole target (a changed setting is another target) and the model's path."""
-        try:
-            key = (spec, routed, str(resolve_model(spec.model)[0]))
-        except ModelNotFoundError as exc:
-            raise RoutingError(f"routing target {spec.collection!r}: {exc}") from None
-        if key not in self.targets:
-            self.targets[key] = WriteTarget(spec, self, routed)
-        return self.targets[key]
-
     def _targets(self, record: RoutingRecord | None) -> list[WriteTarget]:
-        cfg = self.config
-        if record is None:
-            # Not validated as a routing target: the configured name is the operator's or the CLI's.
-            targets = [self._target(Target.model_construct(collection=cfg.collection, model=cfg.model), False)]
-        else:
-            targets = [self._target(spec, True) for spec in record.targets]
-        for position, target in enumerate(targets):
-            target.active = position == 0
-        for key in [k for k, t in self.targets.items() if t not in targets]:
-            self.targets.pop(key).close()
+        targets = self.targets.of(record)
         self.generations.routed_to(record.generation if record else 0, targets)
         return targets
-
-    def _refuse_unfit(self, targets: Sequence[WriteTarget]) -> None:
-        """Warm every target up; a refused one (TargetRefused) holds the batch like an invalid
-        record. Other warm-up errors are left to the write, which fails them again: retried for
-        the active, recorded for repair for a secondary."""
-        for target in targets:
-            try:
-                target.warm_up()
-            except RoutingError:
-                raise
-            except Exception:
-                pass
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -480,7 +424,7 @@ class StreamWorker:
         while True:
             try:
                 targets = self._targets(read_routing(self.stream.client, self.config.index))
-                self._refuse_unfit(targets)
+                self.targets.refuse_unfit(targets)
                 break
             except RoutingError as exc:
                 if self._stop.is_set():
@@ -545,8 +489,6 @@ class StreamWorker:
                        f"for redelivery after {cfg.claim_idle_ms} ms")
 
     def close(self) -> None:
-        for target in self.targets.values():
-            target.close()
-        self.targets.clear()
+        self.targets.close()
         if self.stream is not None:
             self.stream.close()
