@@ -220,18 +220,3 @@ def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
 def list_custom(namespace: str, plural: str) -> list[dict[str, Any]]:
     found = client.CustomObjectsApi(api()).list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
     return list(found.get("items") or [])
-
-
-def redis_checkpoints(url: str, run_name: str) -> dict[str, str]:
-    """Checkpoints a run's shards keep in Redis, keyed like the ConfigMap's data."""
-    import redis
-
-    prefix = "tributary:checkpoint:"
-    with redis.Redis.from_url(url) as conn:
-        keys = list(conn.scan_iter(match=f"{prefix}{run_name}/*"))
-        values = conn.mget(keys) if keys else []
-    return {
-        key.decode().removeprefix(prefix).replace("/", "."): value.decode()
-        for key, value in zip(keys, values)
-        if value is not None
-    }

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from tributary_workers.contract.backpressure import BackpressureRecord, parse_backpressure
-from tributary_workers.contract.keys import applied_key, backpressure_key
+from tributary_workers.contract.keys import applied_key, backpressure_key, configmap_data_key, redis_checkpoint_key
 from tributary_workers.contract.routing import RoutingError, Target, all_applied, read_routing, write_routing
 
 from tributary_operator.core.streampipeline.scaling import QueueObservation
@@ -179,3 +179,12 @@ def forget_applied(conn: redis.Redis, index: str, consumers: list[str]) -> None:
         conn.hdel(applied_key(index), *consumers)
     except REDIS_ERRORS as exc:
         raise RedisUnavailable(one_line(exc)) from None
+
+
+def checkpoints(url: str, run_name: str) -> dict[str, str]:
+    """The checkpoints a run's shards keep in Redis, keyed like a checkpoint ConfigMap's data."""
+    conn, prefix = client_for(url), redis_checkpoint_key("")
+    keys = list(conn.scan_iter(match=redis_checkpoint_key(f"{run_name}/*")))
+    values = conn.mget(keys) if keys else []
+    return {configmap_data_key(key.removeprefix(prefix)): value
+            for key, value in zip(keys, values) if value is not None}

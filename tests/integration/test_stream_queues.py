@@ -1,4 +1,5 @@
-"""What the operator reads and writes in a pipeline's Redis, against a real redis-server."""
+"""What the operator reads and writes in Redis (a pipeline's queue and records, a run's checkpoints), against a
+real redis-server."""
 
 from __future__ import annotations
 
@@ -157,3 +158,26 @@ def test_publishing_backpressure_to_an_unreachable_redis_is_one_line_without_the
     with pytest.raises(queues.RedisUnavailable) as caught:
         queues.publish_backpressure(dead, "s", state(), ttl=30)
     assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_operator_reads_the_checkpoints_batch_shards_saved_in_redis(redis_url):
+    """Both planes' halves: the batch worker's store writes, the operator reads them back keyed as
+    a checkpoint ConfigMap's data and parses each shard's progress; another run's are left out."""
+    from tributary_operator.core.ingestion import shard_progress
+    from tributary_workers.batch.checkpoint import open_checkpoint_store
+    from tributary_workers.contract.checkpoints import CheckpointState
+    from tributary_workers.contract.keys import checkpoint_key
+
+    run = f"docs-{uuid.uuid4().hex[:6]}"
+    store = open_checkpoint_store(redis_url)
+    try:
+        store.save(checkpoint_key(run, "docs", 0, 2), CheckpointState(sources_total=4, sources_done=4, completed=True))
+        store.save(checkpoint_key(run, "docs", 1, 2), CheckpointState(sources_total=5, sources_done=2))
+        store.save(checkpoint_key(run + "x", "docs", 0, 1), CheckpointState(sources_total=9))
+    finally:
+        store.close()
+    found = queues.checkpoints(redis_url, run)
+    assert sorted(found) == [f"{run}.docs.shard-0-of-2", f"{run}.docs.shard-1-of-2"]
+    shards = shard_progress(found, run)
+    assert [(s.sources_done, s.sources_total, s.completed) for _, s in sorted(shards.items())] == \
+        [(4, 4, True), (2, 5, False)]

@@ -15,7 +15,7 @@ import kopf
 from pydantic import ValidationError
 from tributary_workers.errors import explain
 
-from tributary_operator import kube, metrics
+from tributary_operator import kube, metrics, queues
 from tributary_operator.api.v1alpha1 import GROUP, VERSION, EmbeddingIndex, IngestionJob
 from tributary_operator.core import ingestion
 from tributary_operator.controllers.status import write_status
@@ -150,7 +150,7 @@ def read_checkpoints(ij: IngestionJob, run_name: str) -> dict[str, str]:
     where = ingestion.checkpoint_location(ij, run_name)
     if where.redis_secret is not None:
         url = kube.read_secret_key(namespace, where.redis_secret.name, where.redis_secret.key)
-        return kube.redis_checkpoints(url, run_name) if url else {}
+        return queues.checkpoints(url, run_name) if url else {}
     return kube.read_configmap_data(namespace, where.configmap)
 
 

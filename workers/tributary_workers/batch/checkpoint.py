@@ -143,9 +143,9 @@ class ConfigMapCheckpointStore:
 def open_checkpoint_store(url: str) -> CheckpointStore:
     """``redis://...`` -> Redis; ``configmap://NAMESPACE/NAME`` -> ConfigMap; else a SQLite path."""
     if url.startswith(("redis://", "rediss://", "unix://")):
-        import redis
+        from tributary_workers.ledger.connect import redis_client
 
-        return RedisCheckpointStore(redis.Redis.from_url(url))
+        return RedisCheckpointStore(redis_client(url))  # bounded waits: an outage is an error, not a hang
     if url.startswith("configmap://"):
         namespace, _, name = url.removeprefix("configmap://").partition("/")
         if not namespace or not name:

@@ -264,9 +264,9 @@ class Calibrator:
         return footprint.cpu_seconds(self.config.redis_pid) if self.config.redis_pid else 0.0
 
     def _redis(self) -> dict[str, Any]:
-        import redis
+        from tributary_workers.ledger.connect import redis_client
 
-        client = redis.Redis.from_url(self.config.redis_url)
+        client = redis_client(self.config.redis_url)
         n, stream, group = self.config.redis_events, f"calibration:{uuid.uuid4().hex[:8]}", "calibration"
         payload = json.dumps({"op": "upsert", "doc_id": "d", "version": 1, "content": self.texts[0]})
         try:

@@ -1,6 +1,7 @@
 """One way to open a Redis client, for every Redis user of the data plane (stream worker, producer,
-gateway, ledger): bounded socket waits, so a Redis that vanishes (a failover, a dropped
-connection, a half-open TCP session) becomes an error the caller retries instead of a hang.
+gateway, ledger, batch checkpoints, cost calibration): bounded socket waits, so a Redis that
+vanishes (a failover, a dropped connection, a half-open TCP session) becomes an error the caller
+retries instead of a hang.
 """
 
 from __future__ import annotations
