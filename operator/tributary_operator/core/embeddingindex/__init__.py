@@ -1,5 +1,6 @@
 """EmbeddingIndex, pure: collection names and spec changes (naming), the provisioning Job
-(manifests), and what to do about it (policy)."""
+(manifests), and what to do about it (policy). The blue-green lifecycle, once an active collection
+exists: lifecycle (its entry), reembed, upkeep, observed; its step Jobs: steps."""
 
 from tributary_operator.core.embeddingindex.manifests import (
     COMPONENT,

@@ -21,7 +21,7 @@ from tributary_workers.contract.exits import EXIT_PERMANENT
 from tributary_operator.api.v1alpha1 import EmbeddingIndex, IndexPhase
 from tributary_operator.core.conditions import ConditionSpec
 from tributary_operator.core.embeddingindex.manifests import provision_job_name, spec_hash
-from tributary_operator.core.embeddingindex.naming import collection_name, model_id
+from tributary_operator.core.embeddingindex.naming import model_id
 
 MAX_MESSAGE = 1024
 
@@ -83,10 +83,9 @@ def _unavailable(error: str) -> bool:
 
 
 def plan(ei: EmbeddingIndex, job: ProvisionView | None) -> IndexPlan:
-    spec, status = ei.spec, ei.status
+    spec = ei.spec
     name = provision_job_name(ei)
     wanted = spec_hash(spec)
-    cleanup = Action.DELETE_JOB if job is not None and (job.succeeded or job.failed) else Action.NONE
 
     def waiting(reason: str, message: str, action: Action = Action.NONE) -> IndexPlan:
         return IndexPlan(action, name, {"phase": IndexPhase.PENDING.value},

@@ -1,0 +1,118 @@
+"""What the blue-green lifecycle decides from and what it returns: a step's Job as observed
+(StepJob), a StreamPipeline's routing (PipelineRouting), the decision (Lifecycle), and the status
+pieces every phase shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tributary_workers.contract.exits import EXIT_PERMANENT
+from tributary_workers.contract.reembed import StepReport
+
+from tributary_operator.api.v1alpha1 import CollectionSpec, EmbeddingIndex, IndexPhase
+from tributary_operator.core.conditions import ConditionSpec
+from tributary_operator.core.embeddingindex.naming import model_id
+from tributary_operator.core.embeddingindex.steps import StepRequest
+from tributary_operator.core.targets import active_spec
+
+MAX_MESSAGE = 1024
+
+
+@dataclass(frozen=True)
+class StepJob:
+    """What the operator needs of a step's Job and its pods."""
+
+    name: str
+    active: int = 0
+    succeeded: bool = False
+    failed: bool = False
+    reports: tuple[StepReport, ...] = ()  # one per pod that wrote one (per shard for the backfill)
+    last_error: str = ""  # the latest failed pod's one line, when it wrote no report
+    permanent: bool = False  # a pod exited EXIT_PERMANENT: no retry helps
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> StepJob:
+        status = job.get("status") or {}
+        conditions = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
+        reports: dict[str, StepReport] = {}
+        error, permanent = "", False
+        ordered = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+        for pod in ordered:
+            meta = pod.get("metadata") or {}
+            shard = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index", "0")
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (container.get("state") or {}).get("terminated") or {}
+                if not terminated:
+                    continue
+                message = (terminated.get("message") or "").strip()
+                try:
+                    reports[shard] = StepReport.from_json(message)
+                except (ValueError, KeyError, TypeError):
+                    if terminated.get("exitCode"):
+                        error = (message.splitlines()[-1] if message else
+                                 f"exit code {terminated.get('exitCode')}")[:MAX_MESSAGE]
+                permanent = permanent or terminated.get("exitCode") == EXIT_PERMANENT
+        return cls(job["metadata"]["name"], int(status.get("active") or 0),
+                   bool(conditions & {"Complete", "SuccessCriteriaMet"}),
+                   bool(conditions & {"Failed", "FailureTarget"}), tuple(reports[k] for k in sorted(reports)),
+                   error, permanent)
+
+    def counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for report in self.reports:
+            for key, value in report.counts.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+
+@dataclass(frozen=True)
+class PipelineRouting:
+    """A StreamPipeline on this index, as its status shows its routing record."""
+
+    name: str
+    targets: tuple[str, ...]
+    applied: bool
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What to do: the Job to create (when absent), Jobs to delete, status fields and conditions."""
+
+    fields: dict[str, Any]
+    conditions: tuple[ConditionSpec, ...]
+    run: StepRequest | None = None  # create this step's Job unless it exists
+    delete: tuple[str, ...] = ()  # Jobs to delete (read, or spent: replaced on a later pass)
+    keep: tuple[str, ...] = ()  # step Jobs that may stay (all others of the index are deleted)
+    event: tuple[str, str, str] | None = None  # (type, reason, message)
+    swap_ms: int | None = None  # a swap just finished, taking this long
+
+
+def spec_of(ei: EmbeddingIndex) -> CollectionSpec:
+    return CollectionSpec(model=ei.spec.model, chunking=ei.spec.chunking, index=ei.spec.index)
+
+
+def dump(spec: CollectionSpec | None) -> dict[str, Any] | None:
+    return None if spec is None else spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def waiting_for(pipelines: Sequence[PipelineRouting], collection: str, present: bool) -> list[str]:
+    """Pipelines whose workers do not yet (present) or still (not present) write to collection."""
+    return [p.name for p in pipelines if (collection in p.targets) != present or not p.applied]
+
+
+def swapped(ei: EmbeddingIndex, to: str, to_spec: CollectionSpec, to_hash: str, now: datetime) -> dict[str, Any]:
+    status = ei.status
+    return {
+        "activeCollection": to, "activeSpec": dump(to_spec), "activeSpecHash": to_hash,
+        "activeModel": model_id(to_spec.model.name, to_spec.model.quantize),
+        "previousCollection": status.active_collection, "previousSpec": dump(active_spec(ei)),
+        "previousSpecHash": status.active_spec_hash, "candidateCollection": None, "candidateSpecHash": None,
+        "retiring": None, "swappedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "phase": IndexPhase.READY.value,
+    }
+
+
+def progressing(status: bool, reason: str, message: str) -> ConditionSpec:
+    return ConditionSpec("Progressing", status, reason, message[:MAX_MESSAGE])
