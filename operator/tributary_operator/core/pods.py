@@ -1,8 +1,9 @@
-"""Pieces every pod the operator makes shares: env entries and what the `restricted` Pod Security
-Standard asks of a pod and its containers."""
+"""Pieces every pod the operator makes shares: env entries, what the `restricted` Pod Security
+Standard asks of a pod and its containers, and what a finished Job and its pods tell."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,3 +63,39 @@ def worker_container_basics(worker: Any, defaults: OperatorDefaults) -> dict[str
 
 def service_account_name(worker: Any, defaults: OperatorDefaults) -> str:
     return worker.service_account_name if worker and worker.service_account_name else defaults.service_account
+
+
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def job_finished(job: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(succeeded, failed) from a Job's conditions; SuccessCriteriaMet and FailureTarget come
+    before Complete and Failed (while the pods are still being cleaned up)."""
+    conditions = {c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    return bool(conditions & {"Complete", "SuccessCriteriaMet"}), bool(conditions & {"Failed", "FailureTarget"})
+
+
+@dataclass(frozen=True)
+class Termination:
+    """A terminated container of a Job's pod: where a worker's report (its termination message) is."""
+
+    shard: str  # the pod's completion index; "0" outside an Indexed Job
+    message: str
+    exit_code: int
+
+    def error_line(self, limit: int) -> str:
+        """The error, for a status message: a log tail ends with it."""
+        return (self.message.splitlines()[-1] if self.message else f"exit code {self.exit_code}")[:limit]
+
+
+def terminations(pods: Sequence[Mapping[str, Any]]) -> list[Termination]:
+    """Every terminated container of the pods, the oldest pod first (so the latest attempt wins)."""
+    found = []
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or "")):
+        shard = ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if terminated:
+                found.append(Termination(shard, (terminated.get("message") or "").strip(),
+                                         int(terminated.get("exitCode") or 0)))
+    return found

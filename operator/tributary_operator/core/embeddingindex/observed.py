@@ -16,6 +16,7 @@ from tributary_operator.api.v1alpha1 import CollectionSpec, EmbeddingIndex, Inde
 from tributary_operator.core.conditions import ConditionSpec
 from tributary_operator.core.embeddingindex.naming import model_id
 from tributary_operator.core.embeddingindex.steps import StepRequest
+from tributary_operator.core.pods import job_finished, terminations
 from tributary_operator.core.targets import active_spec
 
 MAX_MESSAGE = 1024
@@ -35,30 +36,18 @@ class StepJob:
 
     @classmethod
     def from_job(cls, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> StepJob:
-        status = job.get("status") or {}
-        conditions = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
         reports: dict[str, StepReport] = {}
         error, permanent = "", False
-        ordered = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
-        for pod in ordered:
-            meta = pod.get("metadata") or {}
-            shard = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index", "0")
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                terminated = (container.get("state") or {}).get("terminated") or {}
-                if not terminated:
-                    continue
-                message = (terminated.get("message") or "").strip()
-                try:
-                    reports[shard] = StepReport.from_json(message)
-                except (ValueError, KeyError, TypeError):
-                    if terminated.get("exitCode"):
-                        error = (message.splitlines()[-1] if message else
-                                 f"exit code {terminated.get('exitCode')}")[:MAX_MESSAGE]
-                permanent = permanent or terminated.get("exitCode") == EXIT_PERMANENT
-        return cls(job["metadata"]["name"], int(status.get("active") or 0),
-                   bool(conditions & {"Complete", "SuccessCriteriaMet"}),
-                   bool(conditions & {"Failed", "FailureTarget"}), tuple(reports[k] for k in sorted(reports)),
-                   error, permanent)
+        for ended in terminations(pods):
+            try:
+                reports[ended.shard] = StepReport.from_json(ended.message)
+            except (ValueError, KeyError, TypeError):
+                if ended.exit_code:
+                    error = ended.error_line(MAX_MESSAGE)
+            permanent = permanent or ended.exit_code == EXIT_PERMANENT
+        succeeded, failed = job_finished(job)
+        return cls(job["metadata"]["name"], int((job.get("status") or {}).get("active") or 0), succeeded, failed,
+                   tuple(reports[k] for k in sorted(reports)), error, permanent)
 
     def counts(self) -> dict[str, int]:
         total: dict[str, int] = {}

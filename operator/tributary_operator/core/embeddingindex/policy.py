@@ -22,6 +22,7 @@ from tributary_operator.api.v1alpha1 import EmbeddingIndex, IndexPhase
 from tributary_operator.core.conditions import ConditionSpec
 from tributary_operator.core.embeddingindex.manifests import provision_job_name, spec_hash
 from tributary_operator.core.embeddingindex.naming import model_id
+from tributary_operator.core.pods import job_finished, terminations
 
 MAX_MESSAGE = 1024
 
@@ -40,26 +41,17 @@ class ProvisionView:
 
     @classmethod
     def from_job(cls, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> ProvisionView:
-        status = job.get("status") or {}
-        conditions = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
         outcome, error, permanent = None, "", False
-        ordered = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
-        for pod in ordered:
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                terminated = (container.get("state") or {}).get("terminated") or {}
-                message = (terminated.get("message") or "").strip()
-                if not terminated:
-                    continue
-                try:
-                    outcome = Adoption.from_json(message)
-                except (ValueError, KeyError, TypeError):
-                    if terminated.get("exitCode"):
-                        error = (message.splitlines()[-1] if message else
-                                 f"exit code {terminated.get('exitCode')}")[:MAX_MESSAGE]
-                permanent = terminated.get("exitCode") == EXIT_PERMANENT
-        return cls(job["metadata"]["name"], int(status.get("active") or 0),
-                   bool(conditions & {"Complete", "SuccessCriteriaMet"}),
-                   bool(conditions & {"Failed", "FailureTarget"}), outcome, error, permanent)
+        for ended in terminations(pods):
+            try:
+                outcome = Adoption.from_json(ended.message)
+            except (ValueError, KeyError, TypeError):
+                if ended.exit_code:
+                    error = ended.error_line(MAX_MESSAGE)
+            permanent = ended.exit_code == EXIT_PERMANENT
+        succeeded, failed = job_finished(job)
+        return cls(job["metadata"]["name"], int((job.get("status") or {}).get("active") or 0), succeeded, failed,
+                   outcome, error, permanent)
 
 
 class Action(StrEnum):

@@ -18,8 +18,7 @@ from tributary_operator.core.ingestion.manifests import (
     MAX_REASON_LENGTH,
     one_off_run_name,
 )
-
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+from tributary_operator.core.pods import COMPLETION_INDEX_ANNOTATION
 
 # --- observing runs ----------------------------------------------------------------------------
 
