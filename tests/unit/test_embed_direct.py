@@ -6,7 +6,8 @@ import threading
 
 import numpy as np
 import pytest
-from tributary_workers.pipeline.direct import padded, prefetched, slices
+from tributary_workers.pipeline.bucketing import padded
+from tributary_workers.pipeline.direct import prefetched, slices
 from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
 
 

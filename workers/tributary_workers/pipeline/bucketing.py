@@ -1,12 +1,14 @@
 """Length bucketing: batches of chunks of similar token length, so padding wastes little compute.
 
-A batch is padded to its longest chunk; sorting by length before cutting batches makes every
+A batch is padded to its longest chunk (``padded``); sorting by length before cutting batches makes every
 batch nearly uniform. Results go back in the caller's order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int | None = None) -> list[list[int]]:
@@ -40,3 +42,14 @@ def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -
     padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches if batch)
     real = sum(lengths[i] for batch in batches for i in batch)
     return 0.0 if padded == 0 else 1 - real / padded
+
+
+def padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention mask) as int64 arrays padded to the longest row."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)] = row
+        mask[r, :len(row)] = 1
+    return ids, mask

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from tributary_workers.pipeline.bucketing import length_batches
+from tributary_workers.pipeline.bucketing import length_batches, padded
 
 GPU_TOKEN_BUDGET = 65_536  # padded tokens per forward on a GPU: 512 chunks of 128 tokens
 GPU_MAX_ROWS = 1024  # chunks per forward on a GPU, however short
@@ -41,17 +41,6 @@ def slices(count: int, size: int = SLICE) -> list[range]:
     if size < 1:
         raise ValueError(f"slice size must be at least 1, got {size}")
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
-
-
-def padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, attention mask) as int64 arrays padded to the longest row."""
-    width = max(len(row) for row in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for r, row in enumerate(rows):
-        ids[r, :len(row)] = row
-        mask[r, :len(row)] = 1
-    return ids, mask
 
 
 _END = object()

@@ -20,7 +20,7 @@ import numpy as np
 
 from tributary_workers.contract import env as ENV
 from tributary_workers.errors import PermanentError
-from tributary_workers.pipeline.bucketing import length_batches
+from tributary_workers.pipeline.bucketing import length_batches, padded
 from tributary_workers.pipeline.threads import intra_op_threads
 
 EXPORT_VERSION = "1"  # bump when the exported graph changes: old cache entries are then ignored
@@ -160,12 +160,7 @@ class OnnxEncoder:
         lengths = [len(row) for row in ids]
         out: np.ndarray | None = None
         for batch in length_batches(lengths, self.batch_size):
-            width = lengths[batch[0]]
-            input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, index in enumerate(batch):
-                input_ids[row, :lengths[index]] = ids[index]
-                mask[row, :lengths[index]] = 1
+            input_ids, mask = padded([ids[i] for i in batch], self.pad_id)
             feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
             hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
             weights = mask[:, :, None].astype(np.float32)
