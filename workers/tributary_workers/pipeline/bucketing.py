@@ -1,7 +1,7 @@
 """Length bucketing: batches of chunks of similar token length, so padding wastes little compute.
 
-A batch is padded to its longest chunk (``padded``); sorting by length before cutting batches makes every
-batch nearly uniform. Results go back in the caller's order.
+A batch is padded to its longest chunk (``padded``); sorting by length before cutting batches
+makes every batch nearly uniform. Results go back in the caller's order.
 """
 
 from __future__ import annotations
