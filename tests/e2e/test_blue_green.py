@@ -236,6 +236,7 @@ def test_a_model_change_survives_the_operator_killed_in_each_phase(kube, namespa
                                                                    second_model, operator, tmp_path):
     from harness.operator import launch
     from tributary_workers.localservers import stop
+    from tributary_workers.pipeline.embedder import resolve_model
 
     alias, original, _ = streamed_index
     patch_index(kube, namespace, {"model": {"name": str(second_model), "dimension": DERIVED_DIMENSION}})
@@ -256,6 +257,9 @@ def test_a_model_change_survives_the_operator_killed_in_each_phase(kube, namespa
 
         ei = wait_for(step, timeout=480, interval=0.3, message="the re-embedding finished across operator restarts")
         print(f"operator killed in: {', '.join(killed)}")
+        # What the candidate records: a local model's id carries a digest the operator cannot compute.
+        assert ei["status"].get("activeModel") == resolve_model(str(second_model))[1], ei["status"]
+        assert ei["status"]["activeModel"].startswith("minilm-256@")
         after_restarts(kube, namespace, ei, killed, jobs_seen, alias, original, milvus_server.uri)
     finally:
         if running is not operator:

@@ -199,10 +199,11 @@ def test_swap_moves_the_alias_only_from_where_it_is_expected_and_rolls_back(milv
     assert (code, report.ok, report.reason) == (EXIT_OK, True, "Swapped")
     assert alias_target(uri, alias) == candidate
     assert report.counts["swap_ms"] >= 0 and report.counts["loaded"] == 1  # the bulk-loaded one was made servable
+    assert report.model == "m"  # the model id the candidate records, for status.activeModel
     assert str(client.get_load_state(candidate)["state"]).endswith("Loaded") and client.list_indexes(candidate)
 
     code, report = swap(uri, alias, candidate, previous, tmp_path)
-    assert (code, report.ok, report.reason) == (EXIT_OK, True, "AlreadySwapped")
+    assert (code, report.ok, report.reason, report.model) == (EXIT_OK, True, "AlreadySwapped", "m")
 
     code, report = swap(uri, alias, previous, candidate, tmp_path)  # the rollback
     assert (code, report.reason) == (EXIT_OK, "Swapped") and alias_target(uri, alias) == previous

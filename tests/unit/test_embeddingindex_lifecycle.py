@@ -3,11 +3,12 @@ StreamPipelines show."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from tributary_operator.api.v1alpha1 import EmbeddingIndex
-from tributary_operator.core.embeddingindex import collection_name, spec_hash
+from tributary_operator.core.embeddingindex import collection_name, model_id, spec_hash
 from tributary_operator.core.embeddingindex.lifecycle import PipelineRouting, StepJob, decide, retire_due
 from tributary_operator.core.embeddingindex.steps import StepRequest, build_step_job, step_job_name
 from tributary_operator.core.pods import OperatorDefaults
@@ -104,7 +105,8 @@ def test_reembedding_walks_its_phases(status, jobs, pipelines, phase, run, reaso
         "validate-failed": job_of(NEW, Step.VALIDATE, StepReport(Step.VALIDATE, False, "GateFailed", "ratio", {}, gates_bad)),
         "validate-passed": job_of(NEW, Step.VALIDATE, StepReport(Step.VALIDATE, True, "Validated", "all", {}, gates_ok)),
         "swap-moved": job_of(NEW, Step.SWAP, report(Step.SWAP, False, "AliasMoved"), failed=True),
-        "swap-done": job_of(NEW, Step.SWAP, report(Step.SWAP, True, "Swapped", swap_ms=12)),
+        "swap-done": job_of(NEW, Step.SWAP, replace(report(Step.SWAP, True, "Swapped", swap_ms=12),
+                                                    model="e5-small@0123456789ab")),
     }
     plan = decide(index(status, model=NEW_MODEL), table[jobs], pipelines, NOW)
     assert plan.fields.get("phase") == phase
@@ -122,6 +124,7 @@ def test_reembedding_walks_its_phases(status, jobs, pipelines, phase, run, reaso
         assert plan.fields["activeCollection"] == CANDIDATE and plan.fields["previousCollection"] == "handbook_old"
         assert plan.fields["previousSpecHash"] == OLD_HASH and plan.fields["activeSpecHash"] == NEW_HASH
         assert plan.fields["candidateCollection"] is None and plan.swap_ms == 12
+        assert plan.fields["activeModel"] == "e5-small@0123456789ab"  # what the collection records
         assert plan.event[1] == "Swapped"
 
 
@@ -138,6 +141,7 @@ def test_reverting_the_spec_swaps_straight_back_without_a_backfill():
     done = job_of(reverted, Step.SWAP, report(Step.SWAP, True, "Swapped"), collection="handbook_old", source=CANDIDATE)
     back = decide(index({**SWAPPED, "phase": "RollingBack"}), done, (), NOW)
     assert back.fields["activeCollection"] == "handbook_old" and back.fields["previousCollection"] == CANDIDATE
+    assert back.fields["activeModel"] == model_id(OLD["model"]["name"])  # a report without a model: from the spec
     assert back.fields["activeSpecHash"] == OLD_HASH and back.event[1] == "RolledBack"
 
 

@@ -62,6 +62,7 @@ class StepReport:
     message: str  # one line
     counts: dict[str, int] = field(default_factory=dict)  # e.g. documents, written, remaining
     gates: tuple[Gate, ...] = ()
+    model: str | None = None  # swap: the model id the collection now served records (status.activeModel)
 
     def to_json(self) -> str:
         data = {**asdict(self), "step": self.step.value,
@@ -80,4 +81,4 @@ class StepReport:
         gates = tuple(Gate(GateName(g["name"]), bool(g["passed"]), g["reason"], g["message"],
                            g.get("value"), g.get("threshold")) for g in data.get("gates") or ())
         return cls(Step(data["step"]), bool(data["ok"]), data["reason"], data["message"],
-                   {k: int(v) for k, v in (data.get("counts") or {}).items()}, gates)
+                   {k: int(v) for k, v in (data.get("counts") or {}).items()}, gates, data.get("model"))

@@ -30,7 +30,8 @@ def swap(client: Any, alias: str, target: str, expected: str, writer_config) -> 
     """Point alias at target if it points at expected now; writer_config: how to index/load target."""
     current = coll.alias_target(client, alias)
     if current == target:
-        return StepReport(Step.SWAP, True, "AlreadySwapped", f"alias {alias} already points at {target}")
+        return StepReport(Step.SWAP, True, "AlreadySwapped", f"alias {alias} already points at {target}",
+                          model=coll.describe(client, target).model_id)
     if current != expected:
         where = f"points at {current}" if current else "does not exist"
         return StepReport(Step.SWAP, False, "AliasMoved",
@@ -46,7 +47,7 @@ def swap(client: Any, alias: str, target: str, expected: str, writer_config) -> 
     client.alter_alias(target, alias)
     swap_ms = int(round((time.perf_counter() - started) * 1000))
     return StepReport(Step.SWAP, True, "Swapped", f"alias {alias} now points at {target} (was {expected})",
-                      {"swap_ms": swap_ms, "loaded": int(loaded)})
+                      {"swap_ms": swap_ms, "loaded": int(loaded)}, model=info.model_id)
 
 
 def ledger_patterns(collection: str) -> list[str]:

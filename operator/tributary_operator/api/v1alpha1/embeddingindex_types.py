@@ -277,7 +277,10 @@ class EmbeddingIndexStatus(ObservedStatus):
         None, description="Collection the alias pointed at before the last swap, kept for rollback."
     )
     active_model: str | None = Field(
-        None, max_length=1024, description="Model (name@revision) of the active collection."
+        None,
+        max_length=1024,
+        description="The model id the active collection records: the bundled model's name, or a local "
+        "model's <folder>@<digest of its files>; with +onnx-int8 when quantized.",
     )
     active_spec_hash: str | None = Field(
         None,

@@ -135,7 +135,7 @@ def _roll_back(ei: EmbeddingIndex, jobs: Mapping[str, StepJob], now: datetime, r
                              ("Warning", "RollbackFailed", message[:MAX_MESSAGE]))
         return Lifecycle({}, (ready, pending, progressing(True, "RollingBack", f"{message}; again")), None, (name,), (name,))
     previous_spec = status.previous_spec or spec_of(ei)
-    fields = swapped(ei, previous, previous_spec, status.previous_spec_hash, now)
+    fields = swapped(ei, previous, previous_spec, status.previous_spec_hash, now, report.model)
     message = f"rolled back: alias {ei.spec.alias} moved from {active} to {previous}; {active} kept"
     return Lifecycle(fields, (ConditionSpec("Ready", True, "RolledBack", message),
                               ConditionSpec("ReembedPending", False, "UpToDate", f"collection {previous} matches the spec"),

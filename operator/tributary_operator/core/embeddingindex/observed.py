@@ -92,11 +92,14 @@ def waiting_for(pipelines: Sequence[PipelineRouting], collection: str, present: 
     return [p.name for p in pipelines if (collection in p.targets) != present or not p.applied]
 
 
-def swapped(ei: EmbeddingIndex, to: str, to_spec: CollectionSpec, to_hash: str, now: datetime) -> dict[str, Any]:
+def swapped(ei: EmbeddingIndex, to: str, to_spec: CollectionSpec, to_hash: str, now: datetime,
+            recorded_model: str | None = None) -> dict[str, Any]:
+    """Status after the alias moved to ``to``; recorded_model: what that collection records (the
+    swap Job reads it: a local model's id carries a digest of its files the operator cannot compute)."""
     status = ei.status
     return {
         "activeCollection": to, "activeSpec": dump(to_spec), "activeSpecHash": to_hash,
-        "activeModel": model_id(to_spec.model.name, to_spec.model.quantize),
+        "activeModel": recorded_model or model_id(to_spec.model.name, to_spec.model.quantize),
         "previousCollection": status.active_collection, "previousSpec": dump(active_spec(ei)),
         "previousSpecHash": status.active_spec_hash, "candidateCollection": None, "candidateSpecHash": None,
         "retiring": None, "swappedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "phase": IndexPhase.READY.value,

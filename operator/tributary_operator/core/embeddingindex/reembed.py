@@ -146,7 +146,7 @@ def reembed(ei: EmbeddingIndex, candidate: str, wanted: str, jobs: Mapping[str, 
                 return failed(report.reason if report else "SwapFailed",
                               report.message if report else (job.last_error or "the swap job failed"))
             return step({}, progressing(True, "Swapping", f"{job.last_error}; swapping again"), delete=(job.name,))
-        fields = swapped(ei, candidate, spec_of(ei), wanted, now)
+        fields = swapped(ei, candidate, spec_of(ei), wanted, now, report.model)
         message = f"alias {ei.spec.alias} moved from {active} to {candidate}; {active} kept for rollback"
         return Lifecycle(fields, (ConditionSpec("Ready", True, "Swapped", message),
                                   ConditionSpec("ReembedPending", False, "UpToDate", f"collection {candidate} matches the spec"),
