@@ -18,6 +18,14 @@ from pathlib import Path
 import pytest
 
 DERIVED_DIMENSION = 256
+# Chunks of varied length and kind, for tests that compare two encoders' vectors.
+SAMPLE_CHUNKS = [
+    "Tributary ingests documents into Milvus for retrieval-augmented generation.",
+    "A river's tributaries join it upstream; each carries water and sediment from its own basin. " * 6,
+    "kubectl apply -f ingestionjob.yaml",
+    "Length bucketing sorts chunks by token count so that a batch is padded to a similar width.",
+    "short",
+]
 
 
 def collapsed_model(folder: Path, dimension: int = DERIVED_DIMENSION) -> Path:

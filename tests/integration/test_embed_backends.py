@@ -14,15 +14,9 @@ import numpy as np
 import pytest
 from tributary_workers.contract import env as ENV
 from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
+from harness.models import SAMPLE_CHUNKS as CHUNKS
 from tributary_workers.pipeline.writer import IncompatibleCollectionError, MilvusWriter, WriterConfig
 
-CHUNKS = [
-    "Tributary ingests documents into Milvus for retrieval-augmented generation.",
-    "A river's tributaries join it upstream; each carries water and sediment from its own basin. " * 6,
-    "kubectl apply -f ingestionjob.yaml",
-    "Length bucketing sorts chunks by token count so that a batch is padded to a similar width.",
-    "short",
-]
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from harness.models import SAMPLE_CHUNKS
 from tributary_workers.pipeline.direct import DirectEncoder
 from tributary_workers.pipeline.embedder import Embedder, EmbedderConfig
 
 CHUNKS = [
-    "Tributary ingests documents into Milvus for retrieval-augmented generation.",
-    "A river's tributaries join it upstream; each carries water and sediment from its own basin. " * 6,
-    "kubectl apply -f ingestionjob.yaml",
-    "Length bucketing sorts chunks by token count so that a batch is padded to a similar width.",
-    "short",
+    *SAMPLE_CHUNKS,
     "Blue-green re-embedding builds a candidate collection, backfills it and swaps the alias.",
     "The scaler reads lag and pending from XINFO GROUPS; a nil lag is never taken for zero.",
 ] * 3
